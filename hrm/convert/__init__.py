@@ -1,0 +1,1 @@
+"""Checkpoint interop: reference native and transformers layouts <-> our parameters (SPEC §10)."""

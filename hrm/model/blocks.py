@@ -1,0 +1,145 @@
+"""A transformer stack: N pre-norm blocks with stacked parameters, scanned, then a final RMSNorm.
+
+The final parameter-free norm at the stack's exit is MagicNorm (SPEC §2). Block (SPEC §1.3–1.5):
+
+    h = h + o_proj(attn(RoPE(q), RoPE(k), v) * sigmoid(gate))     # gate|q|k|v from one fused proj
+    h = h + down(silu(gate) * up)                                  # gate|up from one fused proj
+
+All N blocks' parameters carry a leading `layers` axis and the block body is applied with
+`jax.lax.scan`, so XLA compiles one block, not N copies. Parameter layouts (Flax [in, out] order):
+
+    gqkv    [n, d, 4, nh, hd]   (layers, embed, qkv_group, heads, head_dim)   order gate, q, k, v
+    o       [n, nh, hd, d]      (layers, heads, head_dim, embed)
+    gate_up [n, d, 2, I]        (layers, embed, gate_up, mlp)                 order gate, up
+    down    [n, I, d]           (layers, mlp, embed)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+
+from hrm.config import ModelConfig
+from hrm.model.attention import dot_product_attention
+from hrm.model.layers import apply_rope, dtype_of, lecun_truncated_normal, rms_norm
+
+PARAM_NAMES = ("gqkv", "o", "gate_up", "down")
+
+LOGICAL_AXES = {
+    "gqkv": ("layers", "embed", "qkv_group", "heads", "head_dim"),
+    "o": ("layers", "heads", "head_dim", "embed"),
+    "gate_up": ("layers", "embed", "gate_up", "mlp"),
+    "down": ("layers", "mlp", "embed"),
+}
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_qkv_out": jax.checkpoint_policies.save_only_these_names("qkv", "attn_out", "mlp_out"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class StackContext:
+    """Per-call inputs shared by every block: rotary tables, attention mask, optional KV write slot.
+
+    cos/sin [B, T, hd]; mask [B, T, S] boolean (S = T without a cache, cache length with one);
+    write_index [B] is where the T new keys/values go in the cache (decode/prefill only).
+    """
+
+    cos: jax.Array
+    sin: jax.Array
+    mask: jax.Array
+    write_index: Optional[jax.Array] = None
+
+
+def _write_cache(cache: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
+    """Write new [B, T, N, H] into cache [B, S, N, H] at per-row offsets index [B]."""
+    def one(c, x, i):
+        return jax.lax.dynamic_update_slice(c, x.astype(c.dtype), (i, 0, 0))
+    return jax.vmap(one)(cache, new, index)
+
+
+def block_apply(w: dict[str, jax.Array], h: jax.Array, ctx: StackContext, cfg: ModelConfig,
+                kv: Optional[tuple[jax.Array, jax.Array]] = None):
+    """One pre-norm block on h [B, T, D]; returns (h, new kv cache or None)."""
+    cd = h.dtype
+    x = rms_norm(h, cfg.norm_eps)
+    gqkv = jnp.einsum("btd,dgnh->btgnh", x, w["gqkv"].astype(cd))
+    gqkv = checkpoint_name(gqkv, "qkv")
+    gate, q, k, v = (gqkv[:, :, i] for i in range(4))
+    q = apply_rope(q, ctx.cos, ctx.sin)
+    k = apply_rope(k, ctx.cos, ctx.sin)
+    new_kv = None
+    if kv is not None:
+        k_all = _write_cache(kv[0], k, ctx.write_index)
+        v_all = _write_cache(kv[1], v, ctx.write_index)
+        new_kv = (k_all, v_all)
+        k, v = k_all.astype(cd), v_all.astype(cd)
+    attn = dot_product_attention(q, k, v, ctx.mask, backend=cfg.attention_backend)
+    attn = checkpoint_name(attn * jax.nn.sigmoid(gate), "attn_out")
+    h = h + jnp.einsum("btnh,nhd->btd", attn, w["o"].astype(cd))
+    x = rms_norm(h, cfg.norm_eps)
+    gu = jnp.einsum("btd,dci->btci", x, w["gate_up"].astype(cd))
+    mlp = jax.nn.silu(gu[:, :, 0]) * gu[:, :, 1]
+    out = checkpoint_name(jnp.einsum("bti,id->btd", mlp, w["down"].astype(cd)), "mlp_out")
+    return h + out, new_kv
+
+
+class Stack(nnx.Module):
+    """N scanned pre-norm blocks + final parameter-free RMSNorm (MagicNorm, SPEC §2)."""
+
+    def __init__(self, cfg: ModelConfig, n_layers: int, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.n_layers = n_layers
+        d, nh, hd, inter = cfg.hidden_size, cfg.num_heads, cfg.resolved_head_dim, cfg.resolved_intermediate_size
+        pd = dtype_of(cfg.param_dtype)
+        shapes = {
+            "gqkv": ((n_layers, d, 4, nh, hd), 1 / math.sqrt(d)),
+            "o": ((n_layers, nh, hd, d), 1 / math.sqrt(nh * hd)),
+            "gate_up": ((n_layers, d, 2, inter), 1 / math.sqrt(d)),
+            "down": ((n_layers, inter, d), 1 / math.sqrt(inter)),
+        }
+        for name, (shape, std) in shapes.items():
+            value = lecun_truncated_normal(rngs.params(), shape, std, pd)
+            setattr(self, name, nnx.Param(value, out_sharding=LOGICAL_AXES[name]))
+
+    def weights(self) -> dict[str, jax.Array]:
+        """The stacked parameter arrays as a plain dict (leading axis = layer)."""
+        return {name: getattr(self, name)[...] for name in PARAM_NAMES}
+
+    def __call__(self, h: jax.Array, ctx: StackContext, *, weights: Optional[dict[str, jax.Array]] = None,
+                 cache: Optional[tuple[jax.Array, jax.Array]] = None):
+        """Apply all layers to h [B, T, D], then RMS. With `cache` (k, v each [n, B, S, N, H]) the new
+        keys/values are written at ctx.write_index and (out, new_cache) is returned; else out only.
+
+        `weights` overrides the module's parameters (callers pass stop_gradient'ed copies for
+        truncated-backprop steps, SPEC §3.3).
+        """
+        cfg = self.cfg
+        w = self.weights() if weights is None else weights
+
+        def body(carry, layer):
+            lw, lkv = layer
+            out, new_kv = block_apply(lw, carry, ctx, cfg, lkv)
+            return out, new_kv
+
+        policy = REMAT_POLICIES[cfg.remat]
+        if cfg.remat != "none" and cache is None:
+            body = jax.checkpoint(body, policy=policy, prevent_cse=False)
+        h, new_cache = jax.lax.scan(body, h, (w, cache))
+        out = rms_norm(h, cfg.norm_eps)
+        return (out, new_cache) if cache is not None else out
+
+
+def empty_cache(n_layers: int, batch: int, length: int, cfg: ModelConfig, dtype: Any) -> tuple[jax.Array, jax.Array]:
+    """Zero K and V buffers [n_layers, B, S, N, H] for one stack application."""
+    shape = (n_layers, batch, length, cfg.num_heads, cfg.resolved_head_dim)
+    return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
