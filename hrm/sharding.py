@@ -1,0 +1,229 @@
+"""Logical axis names → PartitionSpecs / NamedShardings: the one place that happens (STYLE §6).
+
+Parameters carry logical axis names in their Flax 0.12 Variable metadata `out_sharding`, e.g.
+`nnx.Param(w, out_sharding=("embed", "mlp"))`; activations name them at constraint points. The table
+`MeshConfig.rules` maps each logical name to a mesh axis, a list of mesh axes, or None. Two
+rules are applied on top of the table:
+
+- a mesh axis may appear only once in a spec: a later dimension asking for an axis that an earlier
+  dimension already uses silently drops it;
+- if the mesh size of a dimension's axes does not divide that dimension (when shape and mesh are
+  known), the dimension is replicated instead. `sharding_report` lists every such fallback.
+
+`state_shardings` turns an abstract NNX state into a matching tree of `NamedSharding`;
+`tree_shardings_like` does the same for plain pytrees (optimizer state) by matching leaves to
+parameters; `sharded_fraction` backs the STYLE §6 test "≥ 98% of parameter bytes are sharded".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from hrm.mesh import MESH_AXES
+
+Rules = Mapping[str, Any]  # logical name -> mesh axis | list of mesh axes | None
+Names = Sequence[Optional[str]]
+
+
+def _axes_for(name: Optional[str], rules: Rules) -> tuple[str, ...]:
+    """Mesh axes a logical name maps to (a bare mesh axis name maps to itself)."""
+    if name is None:
+        return ()
+    if name in rules:
+        target = rules[name]
+        if target is None:
+            return ()
+        return (target,) if isinstance(target, str) else tuple(target)
+    if name in MESH_AXES:
+        return (name,)
+    raise KeyError(f"logical axis {name!r} has no entry in mesh.rules (known: {sorted(rules)})")
+
+
+def _spec_and_fallbacks(names: Names, rules: Rules, shape: Optional[Sequence[int]],
+                        mesh_shape: Optional[Mapping[str, int]]) -> tuple[PartitionSpec, list[str]]:
+    if shape is not None and len(shape) != len(names):
+        raise ValueError(f"logical axes {tuple(names)} do not match an array of rank {len(shape)}")
+    used: set[str] = set()
+    entries: list[Any] = []
+    notes: list[str] = []
+    for i, name in enumerate(names):
+        axes = tuple(a for a in _axes_for(name, rules) if a not in used)
+        if axes and shape is not None and mesh_shape is not None:
+            size = math.prod(mesh_shape.get(a, 1) for a in axes)
+            if shape[i] % size:
+                notes.append(f"dim {i} ({name}={shape[i]}) not divisible by {'x'.join(axes)}={size}: replicated")
+                axes = ()
+        used.update(axes)
+        entries.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    return PartitionSpec(*entries), notes
+
+
+def logical_to_spec(names: Names, rules: Rules, shape: Optional[Sequence[int]] = None,
+                    mesh: Optional[Mesh] = None) -> PartitionSpec:
+    """PartitionSpec for an array whose dimensions carry logical `names` (STYLE §6 table).
+
+    With `shape` and `mesh`, dimensions whose mesh size does not divide them are replicated.
+    The spec always has one entry per dimension (None = replicated).
+    """
+    mesh_shape = dict(mesh.shape) if mesh is not None else None
+    return _spec_and_fallbacks(names, rules, shape, mesh_shape)[0]
+
+
+def flax_axis_rules(rules: Rules) -> tuple[tuple[str, Any], ...]:
+    """`rules` in the form `nnx.logical_axis_rules(...)` expects (lists become tuples)."""
+    return tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in rules.items())
+
+
+def _names_of(v: Any) -> Optional[tuple]:
+    """Logical names of a Variable (`out_sharding` metadata), or None if unannotated."""
+    if isinstance(v, nnx.Variable):
+        names = v.get_metadata().get("out_sharding")
+        return tuple(names) if names else None
+    return None
+
+
+def _shape_of(x: Any) -> Optional[tuple[int, ...]]:
+    x = x.get_value() if isinstance(x, nnx.Variable) else x
+    shape = getattr(x, "shape", None)
+    return tuple(shape) if shape is not None else None
+
+
+def _is_var(x: Any) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
+    """Tree of `NamedSharding` matching an NNX (abstract) state.
+
+    Variables keep their type and metadata and hold the sharding as value (as
+    `nnx.get_named_sharding` does), so the result can be passed as `jax.jit` in/out shardings for
+    that state. Variables without `out_sharding` and plain array leaves are replicated.
+    """
+    def one(x):
+        shape = _shape_of(x)
+        names = _names_of(x)
+        spec = PartitionSpec() if names is None else logical_to_spec(names, rules, shape, mesh)
+        sharding = NamedSharding(mesh, spec)
+        return x.replace(sharding) if _is_var(x) else sharding
+
+    return jax.tree.map(one, abstract_state, is_leaf=_is_var)
+
+
+def sharding_report(abstract_state: Any, mesh: Mesh, rules: Rules) -> list[str]:
+    """Human-readable list of annotated dimensions that fell back to replication."""
+    out = []
+    for path, x in jax.tree_util.tree_flatten_with_path(abstract_state, is_leaf=_is_var)[0]:
+        names = _names_of(x)
+        if names is not None:
+            _, notes = _spec_and_fallbacks(names, rules, _shape_of(x), dict(mesh.shape))
+            out += [f"{jax.tree_util.keystr(path)}: {n}" for n in notes]
+    return out
+
+
+def _key_str(k: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _is_names_leaf(x: Any) -> bool:
+    return x is None or _is_var(x) or (
+        isinstance(x, tuple) and all(e is None or isinstance(e, str) for e in x))
+
+
+def _catalogue(logical_names_tree: Any) -> list[tuple[tuple[str, ...], tuple, Optional[tuple]]]:
+    """(path, names, shape or None) for every annotated leaf of a names tree."""
+    cat = []
+    for path, x in jax.tree_util.tree_flatten_with_path(logical_names_tree, is_leaf=_is_names_leaf)[0]:
+        names = _names_of(x) if _is_var(x) else x
+        if names:
+            cat.append((tuple(_key_str(k) for k in path), tuple(names), _shape_of(x) if _is_var(x) else None))
+    return cat
+
+
+def _common_suffix(a: tuple, b: tuple) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
+def tree_shardings_like(tree: Any, logical_names_tree: Any, mesh: Mesh, rules: Rules) -> Any:
+    """Shardings for a plain pytree (e.g. optimizer state) that mirrors annotated parameters.
+
+    `logical_names_tree` holds the parameters' logical names: an NNX (abstract) state whose
+    Variables carry `out_sharding`, or any pytree whose leaves are tuples of names. Each leaf of
+    `tree` takes the names of the shape-compatible parameter whose key path shares the longest
+    suffix with the leaf's path (so `opt_state.mu.layers.kernel` matches `params.layers.kernel`);
+    ambiguous matches, scalars and unmatched leaves are replicated.
+    """
+    cat = _catalogue(logical_names_tree)
+
+    def one(path, x):
+        shape = _shape_of(x)
+        if not shape:
+            return NamedSharding(mesh, PartitionSpec())
+        keys = tuple(_key_str(k) for k in path)
+        best, found = -1, set()
+        for p, names, pshape in cat:
+            if (pshape is not None and pshape != shape) or len(names) != len(shape):
+                continue
+            score = _common_suffix(keys, p)
+            if score > best:
+                best, found = score, {names}
+            elif score == best:
+                found.add(names)
+        if len(found) != 1:
+            return NamedSharding(mesh, PartitionSpec())
+        return NamedSharding(mesh, logical_to_spec(found.pop(), rules, shape, mesh))
+
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def with_shardings(abstract_tree: Any, shardings: Any) -> Any:
+    """`jax.ShapeDtypeStruct`s carrying `shardings` (restore targets, AOT `.lower` arguments)."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract_tree, shardings)
+
+
+def batch_sharding(mesh: Mesh, rules: Rules,
+                   names: Names = ("act_batch", "act_len")) -> NamedSharding:
+    """Sharding of a `[B, T]` batch field: B over the `act_batch` axes, T by `act_len` (None)."""
+    return NamedSharding(mesh, logical_to_spec(names, rules))
+
+
+def constrain(x: jax.Array, names: Names, rules: Rules) -> jax.Array:
+    """`with_sharding_constraint` by logical names under the active `jax.set_mesh` mesh.
+
+    No-op when no mesh is set (single-device tests). Non-divisible dimensions are replicated.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    spec, _ = _spec_and_fallbacks(names, rules, x.shape, dict(mesh.shape))
+    return jax.lax.with_sharding_constraint(x, spec)
+
+
+def _is_sharded(s: Any) -> bool:
+    return not getattr(s, "is_fully_replicated", True)
+
+
+def sharded_fraction(tree: Any, shardings: Any) -> float:
+    """Fraction of the bytes of `tree` whose sharding splits them over more than one device."""
+    leaves = jax.tree.leaves(tree)
+    shards = jax.tree.leaves(shardings, is_leaf=lambda s: isinstance(s, jax.sharding.Sharding))
+    if len(leaves) != len(shards):
+        raise ValueError(f"tree has {len(leaves)} leaves but shardings has {len(shards)}")
+    total = sharded = 0
+    for x, s in zip(leaves, shards):
+        nbytes = int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+        total += nbytes
+        sharded += nbytes if _is_sharded(s) else 0
+    return sharded / total if total else 0.0
