@@ -85,6 +85,7 @@ class MeshConfig:
     data: int = 1
     fsdp: int = -1
     tensor: int = 1
+    topology: str = ""  # TPU topology this config is sized for (default for --compile_only), e.g. v5p:2x2x2
     # Logical axis -> mesh axis (or list of mesh axes, or null). The one table naming mesh axes.
     rules: dict = dataclasses.field(default_factory=lambda: {
         "embed": "fsdp", "mlp": "tensor", "heads": "tensor", "kv_heads": "tensor", "vocab": "tensor",
@@ -101,11 +102,14 @@ class DataConfig:
     path: str = ""
     tokenizer: str = ""  # empty = the tokenizer recorded in the prepared data's metadata
     seq_len: int = 256
-    overlong: str = "truncate"  # "truncate" (instruction from the left) or "drop"
+    # Over-long examples: "truncate" (instruction from the left, keeping BOQ/conditions/EOQ and the whole
+    # response), "drop", or "reference" (SPEC §6.5: cap the response at seq_len+1-Li, drop if < 1).
+    overlong: str = "truncate"
     shuffle_seed: int = 0
     worker_count: int = 0
     prefetch: int = 2
     packing: str = "first_fit"
+    lookahead: int = 0  # packing queue size (0 = max(64, 4 x global rows))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -372,8 +376,10 @@ def validate(cfg: Config) -> None:
     sizes = [cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor]
     if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
         raise ConfigError("config keys 'mesh.data/fsdp/tensor': positive sizes, at most one -1")
-    if cfg.data.overlong not in ("truncate", "drop"):
-        raise ConfigError(f"config key 'data.overlong': 'truncate' or 'drop', got {cfg.data.overlong!r}")
+    if cfg.data.overlong not in ("truncate", "drop", "reference"):
+        raise ConfigError(f"config key 'data.overlong': 'truncate', 'drop' or 'reference', got {cfg.data.overlong!r}")
+    if cfg.data.packing != "first_fit":
+        raise ConfigError(f"config key 'data.packing': only 'first_fit' is implemented, got {cfg.data.packing!r}")
     if cfg.train.nan_policy not in ("stop", "skip"):
         raise ConfigError(f"config key 'train.nan_policy': 'stop' or 'skip', got {cfg.train.nan_policy!r}")
     if cfg.train.distributed not in ("auto", "on", "off"):

@@ -1,0 +1,163 @@
+"""Packed-row layout vs the reference golden batch, the PrefixLM mask rule and overlong policies (SPEC §4.2–4.4, §6.5)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hrm.data import packing, records
+
+
+def _golden(golden_dir):
+    z = np.load(golden_dir / "hrm_small.npz")
+    meta = json.loads(str(z["meta_json"]))
+    return {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("batch/")}, meta
+
+
+def _golden_examples(g, meta):
+    """Recover each example's (instruction ids, response ids) from the golden inputs/labels."""
+    out, c = [], 0
+    for li, lo in meta["examples"]:
+        inst = g["inputs"][c:c + li]
+        resp = g["labels"][c + li - 1:c + li + lo - 1]
+        assert (resp != -100).all()
+        out.append((inst.astype(np.int64), resp.astype(np.int64)))
+        c += li + lo - 1
+    return out
+
+
+def _pack_one_row(examples, T):
+    flat = np.concatenate([np.concatenate([i, o]) for i, o in examples])
+    n = np.array([len(i) + len(o) for i, o in examples])
+    li = np.array([len(i) for i, _ in examples])
+    return packing.build_rows(flat, n, li, np.zeros(len(examples), np.int64), 1, T)
+
+
+def test_golden_batch_layout(golden_dir):
+    g, meta = _golden(golden_dir)
+    T = meta["T"]
+    b = {k: v[0] for k, v in _pack_one_row(_golden_examples(g, meta), T).items()}
+    labels = g["labels"]
+    np.testing.assert_array_equal(b["inputs"], g["inputs"])
+    np.testing.assert_array_equal(b["targets"], np.where(labels == -100, 0, labels))
+    np.testing.assert_array_equal(b["loss_mask"], (labels != -100).astype(np.int32))
+    np.testing.assert_array_equal(b["positions"], g["position_ids"])
+    n_ex = len(meta["examples"])
+    cu = g["cu_seqlens"][:n_ex + 1]
+    seg = np.zeros(T, np.int32)
+    prefix = np.zeros(T, np.int32)
+    for s in range(n_ex):
+        seg[cu[s]:cu[s + 1]] = s + 1
+        prefix[cu[s]:cu[s] + g["prefix_lens"][s]] = 1
+        # causal length = Lo - 1 = the number of response queries
+        assert g["causal_lens"][s] == cu[s + 1] - cu[s] - g["prefix_lens"][s]
+    np.testing.assert_array_equal(b["segment_ids"], seg)
+    np.testing.assert_array_equal(b["prefix_mask"], prefix)
+    for k, v in b.items():
+        assert v.dtype == np.int32, k
+
+
+def test_golden_through_records(golden_dir):
+    """Serialise → decode → gather gives the same row as packing the raw token lists."""
+    g, meta = _golden(golden_dir)
+    exs = _golden_examples(g, meta)
+    recs = [records.encode_record(i, o, records.token_dtype(512)) for i, o in exs]
+    flat, li, lo = records.decode_records(recs)
+    flat, n = packing.gather_examples(flat, li, lo, li, lo, np.ones(len(exs), np.int64))
+    b = packing.build_rows(flat, n, li, np.zeros(len(exs), np.int64), 1, meta["T"])
+    np.testing.assert_array_equal(b["inputs"][0], g["inputs"])
+
+
+def _reference_mask(cu, prefix_lens, n_ex, T):
+    """SPEC §4.4 two-pass description: prefix block bidirectional; response query r sees keys 0..Li+r."""
+    m = np.zeros((T, T), bool)
+    for s in range(n_ex):
+        a, e, p = cu[s], cu[s + 1], prefix_lens[s]
+        m[a:a + p, a:a + p] = True
+        for q in range(a + p, e):
+            m[q, a:q + 1] = True
+    return m
+
+
+def _mask_from_fields(seg, prefix):
+    """Dense rule: same example AND (key in prefix OR key <= query); padding sees nothing."""
+    same = (seg[:, None] == seg[None, :]) & (seg[:, None] > 0)
+    causal = np.arange(len(seg))[None, :] <= np.arange(len(seg))[:, None]
+    return same & ((prefix[None, :] == 1) | causal)
+
+
+def test_mask_fields_match_prefix_lm_rule(golden_dir):
+    g, meta = _golden(golden_dir)
+    T, n_ex = meta["T"], len(meta["examples"])
+    b = _pack_one_row(_golden_examples(g, meta), T)
+    got = _mask_from_fields(b["segment_ids"][0], b["prefix_mask"][0])
+    np.testing.assert_array_equal(got, _reference_mask(g["cu_seqlens"], g["prefix_lens"], n_ex, T))
+
+
+def test_multi_row_layout_and_empty_causal():
+    """Examples land in their rows, positions restart, Lo = 1 (no response query) is handled."""
+    rng = np.random.default_rng(0)
+    exs = [(rng.integers(10, 99, li), rng.integers(10, 99, lo)) for li, lo in [(4, 3), (5, 1), (3, 6), (6, 2)]]
+    rows = np.array([0, 0, 1, 1])
+    flat = np.concatenate([np.concatenate(e) for e in exs])
+    b = packing.build_rows(flat, np.array([7, 6, 9, 8]), np.array([4, 5, 3, 6]), rows, 3, 16)
+    assert (b["segment_ids"][2] == 0).all() and (b["inputs"][2] == 0).all()
+    np.testing.assert_array_equal(b["segment_ids"][0][:12], [1] * 6 + [2] * 5 + [0])
+    np.testing.assert_array_equal(b["positions"][0][6:11], np.arange(5))
+    # Lo = 1: the EOQ position predicts the only response token, nothing else is labelled
+    np.testing.assert_array_equal(b["loss_mask"][0][6:11], [0, 0, 0, 0, 1])
+    assert b["targets"][0][10] == exs[1][1][0]
+    assert b["loss_mask"].sum() == sum(len(o) for _, o in exs)
+    assert ((b["targets"] != 0) <= (b["loss_mask"] == 1)).all()
+
+
+def _lengths(*triples):
+    return np.array(triples, np.int32)
+
+
+def test_overlong_policies():
+    T = 10
+    L = _lengths((4, 3, 2), (8, 5, 2), (3, 12, 2), (12, 1, 3))  # fits / inst-long / resp-long / inst-only
+    li, lo, keep, c = packing.apply_overlong(L, T, "drop")
+    assert keep.tolist() == [True, False, False, False] and c["overlong_dropped"] == 3
+    li, lo, keep, c = packing.apply_overlong(L, T, "truncate")
+    assert keep.tolist() == [True, True, False, True]
+    assert li.tolist()[:2] == [4, 6] and li[3] == 10 and (lo == L[:, 1]).all()
+    assert c == {"overlong": 3, "overlong_truncated": 2, "overlong_dropped": 1}
+    li, lo, keep, c = packing.apply_overlong(L, T, "reference")  # SPEC §6.5: cap response at T+1-Li
+    assert keep.tolist() == [True, True, True, False]
+    assert lo.tolist()[:3] == [3, 3, 8] and (li == L[:, 0]).all()
+    with pytest.raises(ValueError, match="overlong policy"):
+        packing.apply_overlong(L, T, "split")
+
+
+def test_truncate_keeps_head_and_response():
+    inst = np.array([2, 5, 6, 40, 41, 42, 43, 44, 3])  # BOQ, two conditions, text, EOQ
+    resp = np.array([50, 51, 52, 4])
+    rec = records.encode_record(inst, resp, np.dtype("<u2"))
+    head = records.head_length(inst.tolist(), 2, frozenset({5, 6}))
+    assert head == 3
+    flat, li, lo = records.decode_records([rec])
+    out, n = packing.gather_examples(flat, li, lo, np.array([6]), lo, np.array([head]))
+    assert out.tolist() == [2, 5, 6, 43, 44, 3, 50, 51, 52, 4] and n.tolist() == [10]
+    out, n = packing.gather_examples(flat, li, lo, li, np.array([2]), np.array([head]))  # "reference": cap resp
+    assert out.tolist() == inst.tolist() + [50, 51]
+
+
+def test_first_fit_never_splits_and_is_deterministic():
+    rng = np.random.default_rng(1)
+    L = np.stack([rng.integers(2, 40, 500), rng.integers(1, 60, 500), np.ones(500, int)], 1).astype(np.int32)
+    p1 = packing.plan_epoch(L, seq_len=128, rows=4, seed=3, epoch=0, overlong="truncate", lookahead=16)
+    p2 = packing.plan_epoch(L, seq_len=128, rows=4, seed=3, epoch=0, overlong="truncate", lookahead=16)
+    np.testing.assert_array_equal(p1.example, p2.example)
+    assert len(set(p1.example.tolist())) == len(p1.example)  # each example at most once per epoch
+    slots = (L[:, 0] + L[:, 1] - 1).astype(np.int64)
+    for b in range(p1.num_batches):
+        lo, hi = p1.batch_bounds[b], p1.batch_bounds[b + 1]
+        load = np.bincount(p1.row[lo:hi], weights=slots[p1.example[lo:hi]], minlength=4)
+        assert (load <= 128).all() and (np.diff(p1.row[lo:hi]) >= 0).all()
+    st = p1.stats
+    assert st["examples"] + st["dropped_tail"] + st["overlong_dropped"] == 500
+    assert st["packing_efficiency"] > 0.9
+    p3 = packing.plan_epoch(L, seq_len=128, rows=4, seed=3, epoch=1, overlong="truncate", lookahead=16)
+    assert not np.array_equal(p1.example[:50], p3.example[:50])  # new shuffle each epoch
