@@ -187,13 +187,25 @@ class HRM(nnx.Module):
         return (jnp.broadcast_to(k, lead + k.shape), jnp.broadcast_to(v, lead + v.shape))
 
     def forward_cached(self, inputs: jax.Array, positions: jax.Array, mask: jax.Array,
-                       cache: KV, write_index: jax.Array) -> tuple[jax.Array, KV]:
+                       cache: KV, write_index: jax.Array,
+                       logits_at: Optional[jax.Array] = None) -> tuple[jax.Array, KV]:
         """Prefill or decode: new tokens [B, T] at cache slots write_index[b] .. +T, attending to the
-        whole cache under `mask` [B, T, S]. Returns (logits [B, T, V], updated cache)."""
+        whole cache under `mask` [B, T, S]. Returns (logits [B, T, V], updated cache).
+
+        `logits_at` [B] (optional) applies the head only at that new-token index per row and returns
+        logits [B, 1, V]: a prefill needs only the last prompt position, and [B, T, V] logits of a long
+        prompt with a 65k vocabulary would dominate memory (SPEC §11)."""
         ctx = self._context(positions, mask, write_index)
         z_L, z_H = self._initial_states(inputs)
         z_H, cache = self._recurrence(z_L, z_H, ctx, None, cache)
-        return self.head(z_H), cache
+        return self.head(select_positions(z_H, logits_at)), cache
+
+
+def select_positions(z: jax.Array, index: Optional[jax.Array]) -> jax.Array:
+    """z [B, T, D] -> z[b, index[b]] as [B, 1, D]; identity when index is None."""
+    if index is None:
+        return z
+    return jnp.take_along_axis(z, index.astype(jnp.int32)[:, None, None], axis=1)
 
 
 def param_count(tree: Any) -> int:

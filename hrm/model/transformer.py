@@ -14,7 +14,7 @@ from flax import nnx
 from hrm.config import ModelConfig
 from hrm.model.attention import prefix_lm_mask
 from hrm.model.blocks import Stack, StackContext, empty_cache
-from hrm.model.hrm import LMHead, TokenEmbedding
+from hrm.model.hrm import LMHead, TokenEmbedding, select_positions
 from hrm.model.layers import dtype_of, rope_cos_sin
 
 KV = tuple[jax.Array, jax.Array]
@@ -42,7 +42,9 @@ class Transformer(nnx.Module):
     def init_cache(self, batch: int, length: int, dtype=jax.numpy.bfloat16) -> KV:
         return empty_cache(self.cfg.n_layers, batch, length, self.cfg, dtype)
 
-    def forward_cached(self, inputs, positions, mask, cache: KV, write_index) -> tuple[jax.Array, KV]:
+    def forward_cached(self, inputs, positions, mask, cache: KV, write_index,
+                       logits_at: Optional[jax.Array] = None) -> tuple[jax.Array, KV]:
+        """Same contract as `HRM.forward_cached` (incl. `logits_at`)."""
         x = self.embed(inputs, dtype_of(self.cfg.compute_dtype))
         out, cache = self.stack(x, self._context(positions, mask, write_index), cache=cache)
-        return self.head(out), cache
+        return self.head(select_positions(out, logits_at)), cache

@@ -152,12 +152,12 @@ class ProgressBar:
         if self._bar is None:
             return
         step = int(step)
+        if fields:  # set before advancing so the refresh shows this step's values
+            shown = {("tok/s" if k == "tok_s" else k): _fmt(k, _to_python(v)) for k, v in fields.items()}
+            self._bar.set_postfix(shown, refresh=False)
         if step > self._pos:
             self._bar.update(step - self._pos)
             self._pos = step
-        if fields:
-            shown = {("tok/s" if k == "tok_s" else k): _fmt(k, _to_python(v)) for k, v in fields.items()}
-            self._bar.set_postfix(shown, refresh=False)
 
     def write(self, msg: str) -> None:
         """Print a line without breaking the bar."""

@@ -1,0 +1,238 @@
+"""The training recipe, top to bottom: runtime -> mesh -> data -> state (resume | init_from | fresh)
+-> compiled steps -> loop with lagged metrics, checkpoints and preemption handling.
+
+Batch k is a pure function of (seed, k, data) and the data-iterator state is checkpointed with the
+model state, so a resumed run reproduces the uninterrupted run's losses bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import numpy as np
+from jax.sharding import PartitionSpec
+
+from hrm.config import Config, dump_yaml, to_dict
+from hrm.mesh import make_mesh
+from hrm.sharding import batch_sharding
+from hrm.train import distributed
+from hrm.train.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, load_params
+from hrm.train.flops import flops_per_step, mfu
+from hrm.train.metrics import MetricsWriter, ProgressBar
+from hrm.train.schedules import bp_steps_at, total_steps_from
+from hrm.train.state import abstract_state, init_state, make_optimizer, model_spec, state_sharding
+from hrm.train.step import StepCache
+
+log = logging.getLogger("hrm.train")
+
+
+class TrainingStopped(RuntimeError):
+    """Raised when training stops on a non-finite loss (train.nan_policy=stop)."""
+
+
+def resolve_data_dir(cfg: Config) -> Path:
+    """`data.path`, or the built-in default dataset (generated on first use, file-locked)."""
+    if cfg.data.path:
+        path = Path(cfg.data.path)
+        if not (path / "metadata.json").is_file():
+            raise FileNotFoundError(f"data.path={path}: no prepared dataset (metadata.json) there; "
+                                    f"run `python -m hrm.data.prepare --out {path} ...` first")
+        return path
+    from hrm.data.default_dataset import ensure_default_dataset
+
+    return ensure_default_dataset()
+
+
+def global_batch_rows(cfg: Config) -> int:
+    t = cfg.train
+    if t.global_batch_rows:
+        return t.global_batch_rows
+    if t.global_batch_tokens:
+        if t.global_batch_tokens % cfg.data.seq_len:
+            raise ValueError(f"train.global_batch_tokens={t.global_batch_tokens} is not a multiple of "
+                             f"data.seq_len={cfg.data.seq_len}")
+        return t.global_batch_tokens // cfg.data.seq_len
+    raise ValueError("set train.global_batch_tokens or train.global_batch_rows")
+
+
+def resolve_total_steps(cfg: Config, tokens_per_epoch: int) -> int:
+    if cfg.train.total_steps:
+        return cfg.train.total_steps
+    steps = total_steps_from(cfg.train.epochs, tokens_per_epoch, global_batch_rows(cfg) * cfg.data.seq_len)
+    if steps < 1:
+        raise ValueError("derived total_steps < 1: the dataset is smaller than one global batch")
+    return steps
+
+
+def bp_for_step(cfg: Config, step: int, total: int) -> Optional[int]:
+    return bp_steps_at(step, total, cfg.model) if cfg.model.arch == "hrm" else None
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except Exception:  # noqa: BLE001 - best effort
+        return ""
+
+
+class _Preemption:
+    """SIGTERM sets a flag; the loop saves a checkpoint and exits cleanly at the next step boundary."""
+
+    def __init__(self):
+        self.requested = False
+        try:
+            signal.signal(signal.SIGTERM, self._handler)
+        except ValueError:  # not in the main thread (e.g. some test runners)
+            pass
+
+    def _handler(self, signum, frame):
+        self.requested = True
+
+
+def train(cfg: Config) -> dict[str, Any]:
+    """Run (or resume) training as configured; returns a summary dict (also written to summary.json)."""
+    distributed.maybe_initialize(cfg.train)
+    if cfg.train.compile_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", cfg.train.compile_cache_dir)
+    proc, nproc = jax.process_index(), jax.process_count()
+    run_dir = Path(cfg.train.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- mesh and data
+    mesh = make_mesh(cfg.mesh)
+    rules = cfg.mesh.rules
+    data_dir = resolve_data_dir(cfg)
+    from hrm.data.pipeline import make_train_iterator, to_global
+
+    rows = global_batch_rows(cfg)
+    data_iter = make_train_iterator(data_dir, seq_len=cfg.data.seq_len, global_batch_rows=rows,
+                                    seed=cfg.data.shuffle_seed, process_index=proc, process_count=nproc,
+                                    overlong=cfg.data.overlong, worker_count=cfg.data.worker_count,
+                                    prefetch=cfg.data.prefetch, lookahead=cfg.data.lookahead or None)
+    total = resolve_total_steps(cfg, data_iter.total_tokens)
+
+    # ---- model state
+    spec = model_spec(cfg)
+    tx = make_optimizer(cfg, total)
+    shardings = state_sharding(spec, mesh, rules)
+    b_sharding = batch_sharding(mesh, rules)
+    ckpt = Checkpointer(run_dir / CHECKPOINT_SUBDIR, cfg.checkpoint)
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state, _ = ckpt.restore(latest, abstract_state(cfg, tx, shardings), data_iter=data_iter)
+        start = int(jax.device_get(state["step"]))
+        _info(proc, f"resumed from {run_dir / CHECKPOINT_SUBDIR / str(latest)} at step {start}")
+    else:
+        state = init_state(cfg, spec, tx, shardings)
+        start = 0
+        if cfg.train.init_from:
+            state = _warm_start(cfg, state, shardings, proc)
+    if proc == 0:
+        (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+    meta = {"config": to_dict(cfg), "git_sha": _git_sha(), "data_dir": str(data_dir),
+            "tokenizer_hash": data_iter.source.meta.get("tokenizer", {}).get("sha256", "")}
+
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
+    stats = data_iter.epoch_stats(0)
+    _info(proc, f"{cfg.name}: {n_params / 1e6:.2f}M params | mesh {dict(mesh.shape)} | {jax.device_count()} "
+                f"devices x {nproc} processes | batch {rows}x{cfg.data.seq_len} | {total} steps | "
+                f"packing efficiency {stats.get('packing_efficiency', float('nan')):.3f} | data {data_dir}")
+
+    steps = StepCache(cfg, spec, tx, total, shardings, b_sharding)
+    writer = MetricsWriter(run_dir, cfg.logging, process_index=proc, run_config=to_dict(cfg), run_name=cfg.name)
+    bar = ProgressBar(total, initial=start, enabled=cfg.logging.progress_bar and proc == 0)
+    preempt = _Preemption()
+    device_kind = jax.devices()[0].device_kind
+    summary: dict[str, Any] = {"start_step": start, "total_steps": total, "losses": {}}
+    pending = None
+    last_time = time.perf_counter()
+
+    def drain(item) -> None:
+        """Read step N's metrics (called after step N+1 was dispatched)."""
+        nonlocal last_time
+        step, metrics, bp, data_wait, real_tokens = item
+        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        now = time.perf_counter()
+        dt, last_time = now - last_time, now
+        if not m.pop("finite"):
+            msg = f"non-finite loss at step {step} (loss={m['loss']})"
+            if cfg.train.nan_policy == "stop":
+                raise TrainingStopped(msg + "; stopping (train.nan_policy=stop, set 'skip' to skip such steps)")
+            bar.write(msg + "; update skipped (train.nan_policy=skip)")
+        fl = flops_per_step(cfg.model, bp or cfg.model.bp_max_steps, rows * cfg.data.seq_len)["total"]
+        m.update(step_time_s=dt, data_wait_s=data_wait, tokens_per_s=real_tokens / max(dt, 1e-9),
+                 bp_steps=bp or 0, flops_per_step=fl)
+        u = mfu(fl, dt, jax.device_count(), device_kind)
+        if u is not None:
+            m["mfu"] = u
+        summary["losses"][step] = m["loss"]
+        summary["last"] = m
+        if step % cfg.train.log_every == 0 or step == total or step == start + 1:
+            writer.write(step, m)
+        bar.update(step, loss=m["loss"], acc=m["accuracy"], tok_s=m["tokens_per_s"], lr=m["lr"], bp=bp or 0)
+
+    try:
+        for step in range(start + 1, total + 1):
+            bp = bp_for_step(cfg, step, total)
+            t0 = time.perf_counter()
+            local = next(data_iter)
+            data_wait = time.perf_counter() - t0
+            real_tokens = float((local["segment_ids"] > 0).sum()) * nproc
+            batch = to_global(local, mesh, PartitionSpec(*b_sharding.spec))
+            state, metrics = steps(bp)(state, batch)
+            if pending is not None:
+                drain(pending)
+            pending = (step, metrics, bp, data_wait, real_tokens)
+            ckpt.save(step, state, data_iter=data_iter, meta=meta)
+            if preempt.requested:
+                drain(pending)
+                pending = None
+                ckpt.save(step, state, data_iter=data_iter, meta=meta, force=True)
+                ckpt.wait()
+                _info(proc, f"SIGTERM: saved checkpoint at step {step}; exiting cleanly")
+                summary["preempted_at"] = step
+                break
+        if pending is not None:
+            drain(pending)
+        last_step = int(jax.device_get(state["step"]))
+        if last_step > start and not summary.get("preempted_at"):
+            ckpt.save(last_step, state, data_iter=data_iter, meta=meta, force=True)
+        ckpt.wait()
+    finally:
+        bar.close()
+        writer.close()
+        ckpt.close()
+        data_iter.close()
+    summary["compiled_bp_variants"] = [v or 0 for v in steps.compiled_variants]
+    summary["final_step"] = int(jax.device_get(state["step"]))
+    if proc == 0:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    return summary
+
+
+def _warm_start(cfg: Config, state: dict, shardings: dict, proc: int) -> dict:
+    """`train.init_from`: params (EMA by default) and buffers from another checkpoint; fresh optimiser."""
+    path = cfg.train.init_from
+    abstract = lambda tree, sh: jax.tree.map(  # noqa: E731
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
+    params = load_params(path, abstract(state["params"], shardings["params"]), use_ema=cfg.train.init_from_ema)
+    buffers = load_params(path, abstract(state["buffers"], shardings["buffers"]), use_ema=False,
+                          params_key=("buffers",))
+    opt = dict(state["opt_state"])
+    opt["ema"] = jax.tree.map(lambda x: x.copy(), params)
+    _info(proc, f"initialised from {path} ({'EMA' if cfg.train.init_from_ema else 'raw'} weights)")
+    return {**state, "params": params, "buffers": buffers, "opt_state": opt}
+
+
+def _info(proc: int, msg: str) -> None:
+    if proc == 0:
+        print(msg, file=sys.stderr, flush=True)

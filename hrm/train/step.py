@@ -1,0 +1,128 @@
+"""The pure, jitted training step: forward, truncated backward, AdamAtan2 + EMA (STYLE §7).
+
+`train_step(state, batch) -> (state, metrics)` is compiled once per distinct `bp_steps` (a static
+schedule value, SPEC §3.1), donates its state and has explicit in/out shardings.
+
+Gradient accumulation: the global batch [B, T] is split into `microbatches` interleaved slices
+(row j goes to microbatch j % M, so every device keeps a share of every microbatch) scanned with
+`lax.scan`; each microbatch contributes the gradient of its CE *sum* and its token count, and the
+total is divided once by the global count, so the update equals the unaccumulated step's exactly
+(up to float summation order).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from hrm.config import Config
+from hrm.model.loss import finalize_metrics, lm_loss_sums
+from hrm.train.optim import active_mask
+from hrm.train.schedules import lr_at
+from hrm.train.state import ModelSpec, opt_state_from_dict, opt_state_to_dict
+
+BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions", "prefix_mask")
+
+
+def _split_microbatches(batch: dict, m: int) -> dict:
+    """[B, T] -> [M, B/M, T] with row j in microbatch j % M."""
+    def split(x):
+        b = x.shape[0]
+        if b % m:
+            raise ValueError(f"global batch rows {b} not divisible by train.microbatches={m}")
+        return jnp.swapaxes(x.reshape(b // m, m, *x.shape[1:]), 0, 1)
+    return {k: split(v) for k, v in batch.items()}
+
+
+def loss_and_grads(spec: ModelSpec, params: dict, buffers: dict, batch: dict, bp_steps: Optional[int],
+                   microbatches: int = 1) -> tuple[dict, Any]:
+    """Summed metrics and the gradient of the summed CE over response tokens (not yet normalised)."""
+
+    def sum_loss(p, mb):
+        model = spec.merge(p, buffers)
+        logits = model(mb["inputs"], mb["positions"], mb["segment_ids"], mb["prefix_mask"], bp_steps)
+        sums = lm_loss_sums(logits, mb["targets"], mb["loss_mask"], mb["segment_ids"])
+        return sums["loss_sum"], sums
+
+    grad_fn = jax.value_and_grad(sum_loss, has_aux=True)
+    if microbatches == 1:
+        (_, sums), grads = grad_fn(params, batch)
+        return sums, grads
+
+    def body(acc, mb):
+        (_, sums), g = grad_fn(params, mb)
+        acc_sums, acc_g = acc
+        return (jax.tree.map(jnp.add, acc_sums, sums), jax.tree.map(jnp.add, acc_g, g)), None
+
+    zero_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    zero_s = {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "count", "correct", "seq_count", "seq_correct")}
+    (sums, grads), _ = jax.lax.scan(body, (zero_s, zero_g), _split_microbatches(batch, microbatches))
+    return sums, grads
+
+
+def train_step(state: dict, batch: dict, *, cfg: Config, spec: ModelSpec, tx, total_steps: int,
+               bp_steps: Optional[int]) -> tuple[dict, dict]:
+    """One optimiser step on a global batch. Pure; `bp_steps` must be static."""
+    params, buffers = state["params"], state["buffers"]
+    sums, grads = loss_and_grads(spec, params, buffers, batch, bp_steps, cfg.train.microbatches)
+    count = jnp.maximum(sums["count"], 1.0)
+    grads = jax.tree.map(lambda g: g.astype(jnp.float32) / count, grads)
+    active = active_mask(params, cfg.model, bp_steps if cfg.model.arch == "hrm" else None,
+                         cfg.optim.freeze_absent_grads)
+    opt = opt_state_from_dict(state["opt_state"])
+    updates, new_opt = tx.update(grads, opt, params, active=active)
+    new_params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), params, updates)
+    loss = sums["loss_sum"] / count
+    finite = jnp.isfinite(loss)
+    if cfg.train.nan_policy == "skip":
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        new_params = keep(new_params, params)
+        new_opt = keep(opt_state_to_dict(new_opt), state["opt_state"])
+    else:
+        new_opt = opt_state_to_dict(new_opt)
+    new_state = {**state, "params": new_params, "opt_state": new_opt, "step": state["step"] + 1}
+    metrics = finalize_metrics(sums)
+    metrics.update(
+        lr=lr_at(opt.count + 1, cfg.optim, total_steps),
+        grad_norm=jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))),
+        finite=finite,
+    )
+    return new_state, metrics
+
+
+def compile_train_step(cfg: Config, spec: ModelSpec, tx, total_steps: int, bp_steps: Optional[int],
+                       state_shardings: dict, batch_sharding) -> Any:
+    """jax.jit of `train_step` for one bp_steps value with explicit shardings and donated state."""
+    fn = functools.partial(train_step, cfg=cfg, spec=spec, tx=tx, total_steps=total_steps, bp_steps=bp_steps)
+    batch_sh = {k: batch_sharding for k in BATCH_KEYS}
+    return jax.jit(fn, in_shardings=(state_shardings, batch_sh), out_shardings=(state_shardings, None),
+                   donate_argnums=0)
+
+
+class StepCache:
+    """At most one compiled step per distinct bp_steps value (4 variants with the default schedule)."""
+
+    def __init__(self, cfg: Config, spec: ModelSpec, tx, total_steps: int, state_shardings: dict, batch_sharding):
+        self._args = (cfg, spec, tx, total_steps)
+        self._shardings = (state_shardings, batch_sharding)
+        self._fns: dict[Optional[int], Any] = {}
+
+    def __call__(self, bp_steps: Optional[int]):
+        if bp_steps not in self._fns:
+            cfg, spec, tx, total = self._args
+            self._fns[bp_steps] = compile_train_step(cfg, spec, tx, total, bp_steps, *self._shardings)
+        return self._fns[bp_steps]
+
+    @property
+    def compiled_variants(self) -> list:
+        return sorted(self._fns, key=lambda x: -1 if x is None else x)
+
+
+def model_from_state(spec: ModelSpec, state: dict, use_ema: bool = False) -> nnx.Module:
+    """An nnx model holding the state's params (or EMA weights) - for evaluation."""
+    params = state["opt_state"]["ema"] if use_ema else state["params"]
+    return spec.merge(params, state["buffers"])
