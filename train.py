@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     if args.compile_only:
+        if args.topology or cfg.mesh.topology:  # libtpu compiles without TPU hardware; keep the CPU backend
+            os.environ.setdefault("JAX_PLATFORMS", "cpu")
+            os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
         from hrm.train.aot import compile_only
 
         result = compile_only(cfg, topology=args.topology, bp_steps=args.bp_steps or None)
