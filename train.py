@@ -13,6 +13,9 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
+
+DEFAULT_CONFIG = str(Path(__file__).resolve().parent / "configs" / "tiny.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,14 +23,14 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="configs/tiny.yaml", help="YAML config (default: configs/tiny.yaml)")
+    ap.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default: configs/tiny.yaml)")
     ap.add_argument("--compile_only", action="store_true", help="compile the train step ahead of time, don't run")
     ap.add_argument("--topology", default="", help="TPU topology for --compile_only, e.g. v5p:2x2x2")
     ap.add_argument("--bp_steps", type=int, default=0, help="bp_steps to compile with --compile_only (default max)")
     ap.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     try:
         path, overrides, rest = parse_cli_overrides(argv)
-        args = ap.parse_args(rest + ["--config", path or "configs/tiny.yaml"] + overrides)
+        args = ap.parse_args(rest + ["--config", path or DEFAULT_CONFIG] + overrides)
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)

@@ -1,0 +1,36 @@
+"""Majority voting over N sampled generations (SPEC §7.10 describes the reference's AIME variant).
+
+Each sample's answer is extracted with the task's own extractor; samples whose answer is invalid (an MCQ letter
+outside the valid set, an unparsable GSM8K number, an empty DROP/default answer) do not vote. The most common
+answer wins; ties go to the answer that appeared first. The item is then scored with the first sample whose answer
+equals the winner, so every recorded field stays consistent with one real generation. MATH votes on the extracted
+string (no symbolic clustering of equivalent forms).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Hashable, Optional, Sequence
+
+
+def majority_vote(answers: Sequence[Optional[Hashable]]) -> tuple[Optional[Hashable], int]:
+    """(winning answer, its count) among non-None answers; ties -> earliest first occurrence; (None, 0) if none."""
+    valid = [a for a in answers if a is not None]
+    if not valid:
+        return None, 0
+    counts = Counter(valid)
+    best = max(counts.values())
+    for a in valid:
+        if counts[a] == best:
+            return a, best
+    raise AssertionError("unreachable")
+
+
+def pick_majority(item: Any, predictions: Sequence[str]) -> tuple[int, Optional[Hashable], int]:
+    """(index of the representative sample, winning answer, votes) for `predictions` of one item."""
+    from hrm.eval.scoring import vote_key
+
+    keys = [vote_key(item, p) for p in predictions]
+    winner, count = majority_vote(keys)
+    index = keys.index(winner) if winner is not None else 0
+    return index, winner, count

@@ -1,0 +1,46 @@
+"""ARC-Challenge reader (SPEC §7.3): Test split, 25 shots = the first 25 rows of Dev, letters by position.
+
+Gold, per SPEC §7.11: faithful = `chr(ord(answerKey))` (the pre-PR-#2 `ord(answerKey) - 65` index turned back
+into a "letter"), so the 22 test rows with numeric labels "1"-"4" get a digit gold that can never match a valid
+letter; corrected = the letter of `answerKey`'s position within `choices.label`. Shots carry the same variant's
+gold letter. Both golds are kept in `meta` so one run reports both variants. Id = the dataset's `id`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hrm.eval.prompts import letters, mcq_prompt
+from hrm.eval.tasks.base import EvalItem, TaskError, mcq_item
+from hrm.eval.tasks.files import read_jsonl
+
+TEST = "arc/ARC-Challenge-Test.jsonl"
+DEV = "arc/ARC-Challenge-Dev.jsonl"
+NUM_SHOTS = 25
+
+
+def arc_golds(row: dict) -> dict[str, str]:
+    """{'faithful': ..., 'corrected': ...} gold letters of one release row (SPEC §7.3, §7.11)."""
+    key = str(row["answerKey"])
+    labels = [str(c["label"]) for c in row["question"]["choices"]]
+    if key not in labels:
+        raise TaskError(f"ARC row {row.get('id')!r}: answerKey {key!r} not among labels {labels}")
+    return {"faithful": chr(ord("A") + ord(key) - 65), "corrected": letters(len(labels))[labels.index(key)]}
+
+
+def _parts(row: dict) -> tuple[str, list[str]]:
+    return row["question"]["stem"], [c["text"] for c in row["question"]["choices"]]
+
+
+def load(data_dir: Path, variant: str) -> list[EvalItem]:
+    test = read_jsonl(data_dir, TEST, "ARC-Challenge evaluation (Test split)")
+    dev = read_jsonl(data_dir, DEV, "ARC-Challenge few-shot exemplars (Dev split)")
+    shots = [(*_parts(row), arc_golds(row)[variant]) for _, row in dev[:NUM_SHOTS]]
+    items = []
+    for _, row in test:
+        query, choices = _parts(row)
+        golds = arc_golds(row)
+        meta = {"gold_faithful": golds["faithful"], "gold_corrected": golds["corrected"]}
+        items.append(mcq_item("arc_challenge", str(row["id"]), mcq_prompt(shots, query, choices), golds[variant],
+                              len(choices), variant, meta=meta))
+    return items

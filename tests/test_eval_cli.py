@@ -1,0 +1,149 @@
+"""`eval.py` no-model modes via subprocess: --dump_prompts, --rescore, --dry_run (SPEC §7)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hrm.eval.tasks import load_tasks
+
+
+def _run(repo_root, *args):
+    return subprocess.run([sys.executable, str(repo_root / "eval.py"), *map(str, args)], cwd=repo_root,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_dump_prompts(repo_root, benchdata_dir, tmp_path):
+    out = tmp_path / "prompts.jsonl"
+    proc = _run(repo_root, "--tasks", "gsm8k,winogrande,math", "--data_dir", benchdata_dir, "--limit", 2,
+                "--dump_prompts", out)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    items = load_tasks("gsm8k,winogrande,math", benchdata_dir, limit=2)
+    assert [(x["task"], x["id"]) for x in lines] == [(it.task, it.id) for it in items]
+    assert [x["prompt"] for x in lines] == [it.wrapped for it in items]
+    assert lines[0]["condition"] == "synth,cot" and lines[0]["gold"] == 18
+    assert lines[2]["prompt"].startswith("<|im_start|><|object_ref_start|>John moved the couch")
+    assert lines[2]["prompt"].endswith("\nA. Sarah\nB. Maria\nAnswer:<|im_end|>") and lines[2]["gold"] == "B"
+
+
+def test_missing_file_is_a_clear_error(repo_root, benchdata_dir, tmp_path):
+    proc = _run(repo_root, "--tasks", "boolq", "--data_dir", benchdata_dir, "--dump_prompts", tmp_path / "p.jsonl")
+    assert proc.returncode == 2 and "boolq/train.jsonl" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _run(repo_root, "--tasks", "gsm8k", "--data_dir", benchdata_dir)
+    assert proc.returncode == 2 and "exactly one of" in proc.stderr
+
+
+def test_dry_run(repo_root, benchdata_dir):
+    proc = _run(repo_root, "--tasks", "gsm8k,mmlu,drop", "--data_dir", benchdata_dir, "--dry_run")
+    assert proc.returncode == 2                                  # DROP is missing, reported per task
+    assert "gsm8k: 1319 items, condition synth,cot, max_context 3072" in proc.stdout
+    assert "mmlu: 14042 items" in proc.stdout and "drop: ERROR" in proc.stdout
+    assert "--- example mmlu [abstract_algebra/0]" in proc.stdout
+
+
+def test_dry_run_with_tokenizer(repo_root, benchdata_dir, tmp_path, capsys, monkeypatch):
+    """Prompt lengths vs max_context with a tiny SentencePiece tokenizer from the project tokenizer module."""
+    tokenizer_mod = pytest.importorskip("hrm.data.tokenizer")
+    texts = [f"Question {i}: what is {i} plus {i * 3}? The answer is {i * 4}." for i in range(200)]
+    tokenizer_mod.train_sentencepiece(texts, tmp_path / "tok.model", vocab_size=320)
+    monkeypatch.syspath_prepend(str(repo_root))
+    import eval as eval_cli
+
+    rc = eval_cli.main(["--tasks", "gsm8k", "--data_dir", str(benchdata_dir), "--limit", "3", "--dry_run",
+                        "--tokenizer", str(tmp_path / "tok.model"), "--max_context", "40"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "gsm8k: 3 items" in out and "prompt tokens max" in out
+    assert "3 >= max_context (would be skipped and scored invalid)" in out
+
+
+def test_rescore_inline_and_lookup(repo_root, benchdata_dir, tmp_path):
+    drop_answer = {"number": "", "date": {"day": "", "month": "", "year": ""}, "spans": ["Tom Brady"]}
+    lines = [
+        {"task": "gsm8k", "id": "x", "prediction": "\\boxed{1,234.9}", "answer": "work\n#### 1,234"},
+        {"task": "gsm8k", "id": "test.jsonl:0", "prediction": "\\boxed{18}"},             # gold looked up
+        {"task": "math", "prediction": "so $\\boxed{\\frac{3}{4}}$", "solution": "is $\\boxed{\\dfrac{3}{4}}$."},
+        {"task": "drop", "prediction": " tom brady ", "answer": drop_answer,
+         "validated_answers": [{"number": "7", "date": {"day": "", "month": "", "year": ""}, "spans": []}]},
+        {"task": "mmlu", "id": "virology/0", "prediction": "z"},                           # gold looked up
+        {"task": "arc_challenge", "prediction": "b", "gold": "B", "num_choices": 4},
+        {"task": "winogrande", "prediction": "", "gold": "A", "num_choices": 2},
+    ]
+    src, out = tmp_path / "preds.jsonl", tmp_path / "scored.jsonl"
+    src.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    proc = _run(repo_root, "--rescore", src, "--out", out, "--data_dir", benchdata_dir, "--size", "1B")
+    assert proc.returncode == 0, proc.stderr
+    scored = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [s["prediction"] for s in scored] == [x["prediction"] for x in lines]      # lines repeated
+    assert scored[0]["extracted"] == 1234 and scored[0]["correct"]
+    assert scored[1]["correct"] and scored[1]["extracted"] == 18
+    assert scored[2]["extracted"] == "\\frac{3}{4}" and not scored[2]["correct"]        # faithful quirk
+    assert scored[2]["variants"]["corrected"]["correct"]
+    assert (scored[3]["em"], scored[3]["f1"]) == (1.0, 1.0)
+    assert scored[4]["invalid"] and scored[4]["score"] == 0.25 and scored[4]["subject"] == "virology"
+    assert scored[5]["correct"] and scored[6]["invalid"] and scored[6]["score"] == 0.5
+    assert "| MMLU | ARC-C |" in proc.stdout and "paper Tab. 1/4 HRM 1B" in proc.stdout
+
+
+def test_rescore_needs_data_dir_for_ids(repo_root, tmp_path):
+    src = tmp_path / "p.jsonl"
+    src.write_text(json.dumps({"task": "gsm8k", "id": "test.jsonl:0", "prediction": "1"}) + "\n")
+    proc = _run(repo_root, "--rescore", src)
+    assert proc.returncode == 2 and "--data_dir" in proc.stderr
+
+
+def test_rescore_runner_output(repo_root, tmp_path):
+    """The predictions JSONL the runner writes is valid --rescore input (no data_dir needed)."""
+    sys.path.insert(0, str(repo_root / "tests"))
+    from test_eval_runner import CharTokenizer, FakeGenerator, _items, _respond
+
+    from hrm.eval.runner import run_tasks
+
+    result = run_tasks(FakeGenerator(_respond), CharTokenizer(), _items(), out_dir=tmp_path, progress=False)
+    out = tmp_path / "rescored.jsonl"
+    proc = _run(repo_root, "--rescore", tmp_path / "predictions.jsonl", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    again = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["score"] for r in again] == [r["score"] for r in result["records"]]
+
+
+@pytest.mark.parametrize("mode", ["--dump_prompts", "--rescore"])
+def test_no_model_modes_do_not_import_jax(repo_root, benchdata_dir, tmp_path, mode):
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"task": "boolq", "prediction": "A", "gold": "A", "num_choices": 2}) + "\n")
+    arg = tmp_path / "d.jsonl" if mode == "--dump_prompts" else preds
+    code = ("import sys, eval; rc = eval.main(sys.argv[1:]); "
+            "assert 'jax' not in sys.modules, 'jax imported'; sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, "--tasks", "gsm8k", "--limit", "1", "--data_dir",
+                           str(benchdata_dir), mode, str(arg)], cwd=repo_root, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_model_path_with_fake_loader(repo_root, benchdata_dir, tmp_path, monkeypatch, capsys):
+    """--checkpoint calls hrm.eval.model_loading.load_generator(checkpoint, args) and writes the results."""
+    import types
+
+    sys.path.insert(0, str(repo_root / "tests"))
+    from test_eval_runner import CharTokenizer, FakeGenerator
+
+    seen = {}
+
+    def load_generator(checkpoint, args):
+        seen.update(checkpoint=checkpoint, required=args.required_max_context, batch=args.batch_size)
+        return FakeGenerator(lambda prompt, seed: "B"), CharTokenizer(), "XL"
+
+    monkeypatch.setitem(sys.modules, "hrm.eval.model_loading", types.SimpleNamespace(load_generator=load_generator))
+    monkeypatch.syspath_prepend(str(repo_root))
+    import eval as eval_cli
+
+    out = tmp_path / "res"
+    rc = eval_cli.main(["--checkpoint", "ckpt/x", "--tasks", "winogrande,gsm8k", "--data_dir", str(benchdata_dir),
+                        "--limit", "4", "--out", str(out), "--batch_size", "3", "--no_progress"])
+    assert rc == 0 and seen == {"checkpoint": "ckpt/x", "required": 4096, "batch": 3}
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["size"] == "XL" and saved["counts"] == {"winogrande": 4, "gsm8k": 4}
+    assert saved["metrics"]["winogrande"]["faithful"]["acc"] == 0.5        # golds B, A, B, A for the first four
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 8
+    assert "paper Tab. 1/4 HRM 1B" in capsys.readouterr().out
