@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -148,6 +149,9 @@ class TrainConfig:
     process_id: int = -1
     distributed_timeout_s: int = 300
     compile_cache_dir: str = ""
+    # Fault injection for crash-recovery tests: "SIGKILL@10" / "SIGTERM@5" sends that signal to this
+    # process right after step N was dispatched and its checkpoint save was issued. Empty = off.
+    debug_signal: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,6 +390,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("config key 'train.distributed': auto, on or off")
     if cfg.eval.variant not in ("faithful", "corrected"):
         raise ConfigError("config key 'eval.variant': faithful or corrected")
+    if cfg.train.debug_signal and not re.fullmatch(r"SIG[A-Z]+@\d+", cfg.train.debug_signal):
+        raise ConfigError("config key 'train.debug_signal': expected e.g. 'SIGKILL@10', got "
+                          f"{cfg.train.debug_signal!r}")
     if cfg.train.microbatches < 1:
         raise ConfigError("config key 'train.microbatches': must be >= 1")
 

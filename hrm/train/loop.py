@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -156,6 +157,10 @@ def train(cfg: Config) -> dict[str, Any]:
     summary: dict[str, Any] = {"start_step": start, "total_steps": total, "losses": {}}
     pending = None
     last_time = time.perf_counter()
+    fault = None
+    if cfg.train.debug_signal:
+        sig, at = cfg.train.debug_signal.split("@")
+        fault = (sig, int(at))
 
     def drain(item) -> None:
         """Read step N's metrics (called after step N+1 was dispatched)."""
@@ -194,6 +199,8 @@ def train(cfg: Config) -> dict[str, Any]:
                 drain(pending)
             pending = (step, metrics, bp, data_wait, real_tokens)
             ckpt.save(step, state, data_iter=data_iter, meta=meta)
+            if fault and fault[1] == step:
+                os.kill(os.getpid(), getattr(signal, fault[0]))
             if preempt.requested:
                 drain(pending)
                 pending = None
