@@ -28,6 +28,7 @@ from jax.ad_checkpoint import checkpoint_name
 from hrm.config import ModelConfig
 from hrm.model.attention import dot_product_attention
 from hrm.model.layers import apply_rope, dtype_of, lecun_truncated_normal, rms_norm
+from hrm.model.scan import scan
 
 PARAM_NAMES = ("gqkv", "o", "gate_up", "down")
 
@@ -134,7 +135,7 @@ class Stack(nnx.Module):
         policy = REMAT_POLICIES[cfg.remat]
         if cfg.remat != "none" and cache is None:
             body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-        h, new_cache = jax.lax.scan(body, h, (w, cache))
+        h, new_cache = scan(body, h, (w, cache))
         out = rms_norm(h, cfg.norm_eps)
         return (out, new_cache) if cache is not None else out
 

@@ -27,6 +27,7 @@ from hrm.model.attention import prefix_lm_mask
 from hrm.model.blocks import Stack, StackContext, empty_cache
 from hrm.model.layers import dtype_of, lecun_truncated_normal, rope_cos_sin
 from hrm.model.recurrence import StepSpec, schedule
+from hrm.model.scan import scan
 
 KV = tuple[jax.Array, jax.Array]
 
@@ -114,9 +115,9 @@ class HRM(nnx.Module):
             return self._apply(self.L, zl, z_H, ctx, grad, layer_kv)
 
         if kv is None:
-            z_L, _ = jax.lax.scan(lambda zl, _: (body(zl, None)[0], None), z_L, None, length=n)
+            z_L, _ = scan(lambda zl, _: (body(zl, None)[0], None), z_L, None, length=n)
             return z_L, None
-        return jax.lax.scan(body, z_L, kv)
+        return scan(body, z_L, kv)
 
     def _cycle(self, z_L, z_H, ctx, steps: tuple[StepSpec, ...], kv: Optional[KV]):
         """One H cycle (its L steps in runs of equal gradient status, then the H step)."""
@@ -161,9 +162,9 @@ class HRM(nnx.Module):
 
             xs = None if cache is None else jax.tree.map(lambda a: a[lo:hi], cache)
             if xs is None:
-                (z_L, z_H), _ = jax.lax.scan(lambda c, _: (body(c, None)[0], None), (z_L, z_H), None, length=hi - lo)
+                (z_L, z_H), _ = scan(lambda c, _: (body(c, None)[0], None), (z_L, z_H), None, length=hi - lo)
             else:
-                (z_L, z_H), kv = jax.lax.scan(body, (z_L, z_H), xs)
+                (z_L, z_H), kv = scan(body, (z_L, z_H), xs)
                 new_cache.append(kv)
         if cache is None:
             return z_H, None
