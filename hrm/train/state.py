@@ -88,33 +88,26 @@ def state_sharding(spec: ModelSpec, mesh: Mesh, rules: dict) -> dict:
     }
 
 
+def _fresh_state(cfg: Config, tx) -> dict:
+    """A freshly initialised state (traced inside jit / eval_shape)."""
+    model = build_model(cfg.model)
+    _, params, buffers = nnx.split(model, nnx.Param, ...)
+    params = nnx.to_pure_dict(params)
+    return {
+        "params": params,
+        "buffers": nnx.to_pure_dict(buffers),
+        "opt_state": opt_state_to_dict(tx.init(params)),
+        "step": jnp.zeros((), jnp.int32),
+        "rng": jax.random.key_data(jax.random.key(cfg.train.seed)),
+    }
+
+
 def init_state(cfg: Config, spec: ModelSpec, tx, shardings: dict) -> dict:
-    """Materialise a fresh state directly into its shardings."""
-
-    def init():
-        model = build_model(cfg.model)
-        _, params, buffers = nnx.split(model, nnx.Param, ...)
-        params = nnx.to_pure_dict(params)
-        return {
-            "params": params,
-            "buffers": nnx.to_pure_dict(buffers),
-            "opt_state": opt_state_to_dict(tx.init(params)),
-            "step": jnp.zeros((), jnp.int32),
-            "rng": jax.random.key_data(jax.random.key(cfg.train.seed)),
-        }
-
-    return jax.jit(init, out_shardings=shardings)()
+    """Materialise a fresh state directly into its shardings (each device allocates only its shard)."""
+    return jax.jit(lambda: _fresh_state(cfg, tx), out_shardings=shardings)()
 
 
 def abstract_state(cfg: Config, tx, shardings: dict) -> dict:
     """ShapeDtypeStructs (with shardings) of the state, for restore targets and AOT compilation."""
-    def init():
-        model = build_model(cfg.model)
-        _, params, buffers = nnx.split(model, nnx.Param, ...)
-        params = nnx.to_pure_dict(params)
-        return {"params": params, "buffers": nnx.to_pure_dict(buffers),
-                "opt_state": opt_state_to_dict(tx.init(params)), "step": jnp.zeros((), jnp.int32),
-                "rng": jax.random.key_data(jax.random.key(0))}
-
-    shapes = jax.eval_shape(init)
+    shapes = jax.eval_shape(lambda: _fresh_state(cfg, tx))
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
