@@ -1,0 +1,114 @@
+"""Decode speed with the KV cache vs recomputing the whole sequence at every step (SPEC §11).
+
+The cached engine (`hrm.eval.generate.Generator`) prefills the prompt once and then runs one token per
+step through all H_cycles*(L_cycles+1) stack applications against per-step caches. The baseline
+recomputes a full PrefixLM forward over a fixed [B, prompt + N] buffer at every step (static shapes,
+one jit with a `fori_loop`, so neither side pays Python dispatch per token) and takes the logits at the
+last real position. Both decode greedily with EOA disabled, so they generate the same tokens (checked).
+Compile time is excluded (one warm-up call each). Prints a table and ends with one line
+`RESULT {json}`; `speedup_512` = time to generate 512 tokens by recomputation / time with the cache.
+
+    python bench/generation.py [--config configs/tiny.yaml --batch 2 --prompt 32 --lengths 64,128,512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hrm.config import load_config  # noqa: E402
+from hrm.eval.generate import Generator  # noqa: E402
+from hrm.model import build_model  # noqa: E402
+
+
+def recompute_fn(model, prompt_len: int, total: int):
+    """jit(prompt, new): greedy decoding by a full forward over [B, total] per step (`new` is traced,
+    so a 1-token warm-up compiles the same program)."""
+
+    @jax.jit
+    def run(prompt, new):
+        B = prompt.shape[0]
+        buf = jnp.zeros((B, total), jnp.int32).at[:, :prompt_len].set(prompt)
+        pos = jnp.broadcast_to(jnp.arange(total, dtype=jnp.int32), (B, total))
+        prefix = (pos < prompt_len).astype(jnp.int32)
+
+        def step(t, buf):
+            n = prompt_len + t  # tokens present
+            seg = (pos < n).astype(jnp.int32)
+            logits = model(buf, pos, seg, prefix)
+            nxt = jnp.argmax(jnp.take(logits, n - 1, axis=1).astype(jnp.float32), axis=-1).astype(jnp.int32)
+            return jax.lax.dynamic_update_slice(buf, nxt[:, None], (0, n))
+
+        buf = jax.lax.fori_loop(0, new, step, buf)
+        return buf[:, prompt_len:]
+
+    return run
+
+
+def timed(fn, *args) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return time.perf_counter() - t, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs/tiny.yaml"))
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--prompt", type=int, default=32)
+    ap.add_argument("--lengths", default="64,128,512")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    ap.add_argument("--python_loop_up_to", default=128, help="also time the Python-loop decoder up to this length")
+    args = ap.parse_args()
+    cfg = load_config(args.config).model
+    cfg = dataclasses.replace(cfg, compute_dtype=args.dtype, max_seq_len=max(cfg.max_seq_len, 4096))
+    model = build_model(cfg)
+    rng = np.random.default_rng(0)
+    prompts = rng.integers(16, cfg.vocab_size, size=(args.batch, args.prompt)).astype(np.int32)
+    cache_dtype = jnp.float32 if args.dtype == "float32" else jnp.bfloat16
+    print(f"model d={cfg.hidden_size} layers/stack={cfg.layers_per_stack} H_cycles={cfg.H_cycles} "
+          f"L_cycles={cfg.L_cycles} vocab={cfg.vocab_size} {args.dtype}; batch {args.batch}, prompt {args.prompt}, "
+          f"{jax.device_count()} x {jax.devices()[0].platform}")
+    print(f"{'new tokens':>10} {'cache while s':>14} {'cache python s':>15} {'recompute s':>12} "
+          f"{'cache tok/s':>12} {'recompute tok/s':>16} {'speedup':>8} {'same tokens':>12}")
+    result = {"batch": args.batch, "prompt": args.prompt, "d": cfg.hidden_size, "dtype": args.dtype}
+    python_up_to = int(args.python_loop_up_to)
+    for new in [int(x) for x in args.lengths.split(",")]:
+        times, outs = {}, {}
+        for loop in ("while", "python") if new <= python_up_to else ("while",):
+            # min_bucket/max_context = prompt + new: one compiled shape; a 1-token call compiles it.
+            gen = Generator(model, eoa_id=None, max_context=args.prompt + new, batch_size=args.batch,
+                            cache_dtype=cache_dtype, loop=loop, min_bucket=args.prompt + new)
+            gen.generate(prompts.tolist(), 1)
+            times[loop], outs[loop] = timed(gen.generate, prompts.tolist(), new)
+        rec = recompute_fn(model, args.prompt, args.prompt + new)
+        rec(jnp.asarray(prompts), 1).block_until_ready()
+        t_rec, rec_out = timed(rec, jnp.asarray(prompts), new)
+        same = np.array_equal(np.asarray(rec_out), np.array(outs["while"])) and \
+            outs["while"] == outs.get("python", outs["while"])
+        best = min(times.values())
+        toks = args.batch * new
+        py = f"{times['python']:>15.3f}" if "python" in times else f"{'-':>15}"
+        print(f"{new:>10} {times['while']:>14.3f} {py} {t_rec:>12.3f} {toks / best:>12.1f} "
+              f"{toks / t_rec:>16.1f} {t_rec / best:>8.1f} {str(same):>12}")
+        result[f"cache_while_s_{new}"] = round(times["while"], 4)
+        if "python" in times:
+            result[f"cache_python_s_{new}"] = round(times["python"], 4)
+        result[f"recompute_s_{new}"] = round(t_rec, 4)
+        result[f"speedup_{new}"] = round(t_rec / best, 2)
+        result[f"same_tokens_{new}"] = bool(same)
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
