@@ -61,16 +61,21 @@ class StackContext:
     write_index: Optional[jax.Array] = None
 
 
-def _write_cache(cache: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
-    """Write new [B, T, N, H] into cache [B, S, N, H] at per-row offsets index [B]."""
-    def one(c, x, i):
-        return jax.lax.dynamic_update_slice(c, x.astype(c.dtype), (i, 0, 0))
-    return jax.vmap(one)(cache, new, index)
+def _write_cache(cache: jax.Array, new: jax.Array, where: tuple, index: jax.Array) -> jax.Array:
+    """Scatter new [B, T, N, H] into the full cache at cache[*where, b, index[b] + t] (in place under jit)."""
+    b, t = new.shape[:2]
+    rows = jnp.arange(b)[:, None]
+    cols = index[:, None] + jnp.arange(t)[None, :]
+    return cache.at[where + (rows, cols)].set(new.astype(cache.dtype))
 
 
 def block_apply(w: dict[str, jax.Array], h: jax.Array, ctx: StackContext, cfg: ModelConfig,
-                kv: Optional[tuple[jax.Array, jax.Array]] = None):
-    """One pre-norm block on h [B, T, D]; returns (h, new kv cache or None)."""
+                cache: Optional[tuple[jax.Array, jax.Array]] = None, where: tuple = ()):
+    """One pre-norm block on h [B, T, D]; returns (h, cache).
+
+    With a cache (K, V full buffers), this block's new keys/values are written at
+    cache[*where, b, write_index[b] + t] and attention reads cache[*where] ([B, S, N, H]).
+    """
     cd = h.dtype
     x = rms_norm(h, cfg.norm_eps)
     gqkv = jnp.einsum("btd,dgnh->btgnh", x, w["gqkv"].astype(cd))
@@ -78,12 +83,9 @@ def block_apply(w: dict[str, jax.Array], h: jax.Array, ctx: StackContext, cfg: M
     gate, q, k, v = (gqkv[:, :, i] for i in range(4))
     q = apply_rope(q, ctx.cos, ctx.sin)
     k = apply_rope(k, ctx.cos, ctx.sin)
-    new_kv = None
-    if kv is not None:
-        k_all = _write_cache(kv[0], k, ctx.write_index)
-        v_all = _write_cache(kv[1], v, ctx.write_index)
-        new_kv = (k_all, v_all)
-        k, v = k_all.astype(cd), v_all.astype(cd)
+    if cache is not None:
+        cache = (_write_cache(cache[0], k, where, ctx.write_index), _write_cache(cache[1], v, where, ctx.write_index))
+        k, v = cache[0][where].astype(cd), cache[1][where].astype(cd)
     attn = dot_product_attention(q, k, v, ctx.mask, backend=cfg.attention_backend)
     attn = checkpoint_name(attn * jax.nn.sigmoid(gate), "attn_out")
     h = h + jnp.einsum("btnh,nhd->btd", attn, w["o"].astype(cd))
@@ -91,7 +93,7 @@ def block_apply(w: dict[str, jax.Array], h: jax.Array, ctx: StackContext, cfg: M
     gu = jnp.einsum("btd,dci->btci", x, w["gate_up"].astype(cd))
     mlp = jax.nn.silu(gu[:, :, 0]) * gu[:, :, 1]
     out = checkpoint_name(jnp.einsum("bti,id->btd", mlp, w["down"].astype(cd)), "mlp_out")
-    return h + out, new_kv
+    return h + out, cache
 
 
 class Stack(nnx.Module):
@@ -117,27 +119,34 @@ class Stack(nnx.Module):
         return {name: getattr(self, name)[...] for name in PARAM_NAMES}
 
     def __call__(self, h: jax.Array, ctx: StackContext, *, weights: Optional[dict[str, jax.Array]] = None,
-                 cache: Optional[tuple[jax.Array, jax.Array]] = None):
-        """Apply all layers to h [B, T, D], then RMS. With `cache` (k, v each [n, B, S, N, H]) the new
-        keys/values are written at ctx.write_index and (out, new_cache) is returned; else out only.
+                 cache: Optional[tuple[jax.Array, jax.Array]] = None, where: tuple = ()):
+        """Apply all layers to h [B, T, D], then RMS.
 
-        `weights` overrides the module's parameters (callers pass stop_gradient'ed copies for
-        truncated-backprop steps, SPEC §3.3).
+        With `cache` = (K, V) full buffers whose layer axis sits right after the index prefix `where`
+        (cache[*where, layer] is [B, S, N, H]), new keys/values are written in place at ctx.write_index
+        and (out, cache) is returned; without a cache, out only. The cache travels as a scan carry, so
+        XLA updates it in place instead of copying it per layer. `weights` overrides the module's
+        parameters (callers pass stop_gradient'ed copies for truncated-backprop steps, SPEC §3.3).
         """
         cfg = self.cfg
         w = self.weights() if weights is None else weights
+        if cache is None:
+            def body(carry, lw):
+                return block_apply(lw, carry, ctx, cfg)[0], None
 
-        def body(carry, layer):
-            lw, lkv = layer
-            out, new_kv = block_apply(lw, carry, ctx, cfg, lkv)
-            return out, new_kv
+            if cfg.remat != "none":
+                body = jax.checkpoint(body, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
+            h, _ = scan(body, h, w)
+            return rms_norm(h, cfg.norm_eps)
 
-        policy = REMAT_POLICIES[cfg.remat]
-        if cfg.remat != "none" and cache is None:
-            body = jax.checkpoint(body, policy=policy, prevent_cse=False)
-        h, new_cache = scan(body, h, (w, cache))
-        out = rms_norm(h, cfg.norm_eps)
-        return (out, new_cache) if cache is not None else out
+        def cached_body(carry, x):
+            hh, c = carry
+            lw, layer = x
+            hh, c = block_apply(lw, hh, ctx, cfg, c, where + (layer,))
+            return (hh, c), None
+
+        (h, cache), _ = scan(cached_body, (h, cache), (w, jnp.arange(self.n_layers)))
+        return rms_norm(h, cfg.norm_eps), cache
 
 
 def empty_cache(n_layers: int, batch: int, length: int, cfg: ModelConfig, dtype: Any) -> tuple[jax.Array, jax.Array]:

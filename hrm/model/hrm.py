@@ -93,82 +93,60 @@ class HRM(nnx.Module):
         z_L = jnp.broadcast_to(self.zL_init[...].astype(cd), z_H.shape)
         return z_L, z_H
 
-    def _apply(self, stack: Stack, z_self, z_other, ctx, grad: bool, kv: Optional[KV]):
-        """One stack application z <- stack(z_self + z_other), truncated when `grad` is False."""
+    def _apply(self, stack: Stack, z_self, z_other, ctx, grad: bool, cache: Optional[KV], where: tuple):
+        """One stack application z <- stack(z_self + z_other), truncated when `grad` is False.
+
+        `where` = (cycle, index) selects this application's slot in the KV cache (if any)."""
         w = stack.weights()
         if not grad:
             w, z_self, z_other = _sg(w), _sg(z_self), _sg(z_other)
-        out = stack(z_self + z_other, ctx, weights=w, cache=kv)
-        if kv is not None:
-            out, kv = out
+        out = stack(z_self + z_other, ctx, weights=w, cache=cache, where=where)
+        if cache is not None:
+            out, cache = out
         if not grad:
             out = _sg(out)
-        return out, kv
+        return out, cache
 
-    def _run_L(self, z_L, z_H, ctx, n: int, grad: bool, kv: Optional[KV]):
-        """A run of n consecutive L steps with one gradient status; kv leaves have a leading run axis."""
+    def _run_L(self, z_L, z_H, ctx, cycle, lo: int, n: int, grad: bool, cache: Optional[KV]):
+        """n consecutive L steps (indices lo..lo+n-1 of `cycle`) with one gradient status."""
         if n == 1:
-            z_L, new = self._apply(self.L, z_L, z_H, ctx, grad, None if kv is None else jax.tree.map(lambda a: a[0], kv))
-            return z_L, None if kv is None else jax.tree.map(lambda a: a[None], new)
+            return self._apply(self.L, z_L, z_H, ctx, grad, cache, (cycle, lo))
 
-        def body(zl, layer_kv):
-            return self._apply(self.L, zl, z_H, ctx, grad, layer_kv)
+        def body(carry, index):
+            zl, c = carry
+            return self._apply(self.L, zl, z_H, ctx, grad, c, (cycle, index)), None
 
-        if kv is None:
-            z_L, _ = scan(lambda zl, _: (body(zl, None)[0], None), z_L, None, length=n)
-            return z_L, None
-        return scan(body, z_L, kv)
+        (z_L, cache), _ = scan(body, (z_L, cache), jnp.arange(lo, lo + n))
+        return z_L, cache
 
-    def _cycle(self, z_L, z_H, ctx, steps: tuple[StepSpec, ...], kv: Optional[KV]):
-        """One H cycle (its L steps in runs of equal gradient status, then the H step)."""
-        new_kv = []
+    def _cycle(self, z_L, z_H, ctx, cycle, steps: tuple[StepSpec, ...], cache: Optional[KV]):
+        """One H cycle: its L steps in runs of equal gradient status, then the H step."""
         L_steps = [s for s in steps if s.kind == "L"]
         for grad, group in itertools.groupby(L_steps, key=lambda s: s.grad):
             group = list(group)
             lo, hi = group[0].index, group[-1].index + 1
-            run_kv = None if kv is None else jax.tree.map(lambda a: a[lo:hi], kv)
-            z_L, out_kv = self._run_L(z_L, z_H, ctx, hi - lo, grad, run_kv)
-            new_kv.append(out_kv)
+            z_L, cache = self._run_L(z_L, z_H, ctx, cycle, lo, hi - lo, grad, cache)
         h_step = steps[-1]
-        h_kv = None if kv is None else jax.tree.map(lambda a: a[h_step.index], kv)
-        z_H, out_kv = self._apply(self.H, z_H, z_L, ctx, h_step.grad, h_kv)
-        if kv is None:
-            return z_L, z_H, None
-        new_kv.append(jax.tree.map(lambda a: a[None], out_kv))
-        return z_L, z_H, jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *new_kv)
+        z_H, cache = self._apply(self.H, z_H, z_L, ctx, h_step.grad, cache, (cycle, h_step.index))
+        return z_L, z_H, cache
 
     def _recurrence(self, z_L, z_H, ctx, bp_steps: Optional[int], cache: Optional[KV]):
         cfg = self.cfg
         steps = schedule(cfg.H_cycles, cfg.L_cycles, bp_steps)
         per_cycle = [tuple(s for s in steps if s.cycle == i) for i in range(cfg.H_cycles)]
         status = [("mixed" if len({s.grad for s in c}) > 1 else c[0].grad) for c in per_cycle]
-        new_cache = []
         for st, grp in itertools.groupby(range(cfg.H_cycles), key=lambda c: status[c]):
             cycles = list(grp)
             if st == "mixed" or len(cycles) == 1:
                 for c in cycles:
-                    kv = None if cache is None else jax.tree.map(lambda a: a[c], cache)
-                    z_L, z_H, kv = self._cycle(z_L, z_H, ctx, per_cycle[c], kv)
-                    if kv is not None:
-                        new_cache.append(jax.tree.map(lambda a: a[None], kv))
+                    z_L, z_H, cache = self._cycle(z_L, z_H, ctx, c, per_cycle[c], cache)
                 continue
-            template = per_cycle[cycles[0]]
-            lo, hi = cycles[0], cycles[-1] + 1
 
-            def body(carry, kv, template=template):
-                zl, zh = carry
-                zl, zh, kv = self._cycle(zl, zh, ctx, template, kv)
-                return (zl, zh), kv
+            def body(carry, cycle, template=per_cycle[cycles[0]]):
+                return self._cycle(*carry[:2], ctx, cycle, template, carry[2]), None
 
-            xs = None if cache is None else jax.tree.map(lambda a: a[lo:hi], cache)
-            if xs is None:
-                (z_L, z_H), _ = scan(lambda c, _: (body(c, None)[0], None), (z_L, z_H), None, length=hi - lo)
-            else:
-                (z_L, z_H), kv = scan(body, (z_L, z_H), xs)
-                new_cache.append(kv)
-        if cache is None:
-            return z_H, None
-        return z_H, jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *new_cache)
+            (z_L, z_H, cache), _ = scan(body, (z_L, z_H, cache), jnp.arange(cycles[0], cycles[-1] + 1))
+        return z_H, cache
 
     # ------------------------------------------------------------------ public API
     def __call__(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array,
