@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default_max_tokens", type=int, help="max_tokens of task `default` (64)")
     p.add_argument("--default_max_context", type=int, help="max_context of task `default` (256)")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"),
+                   help="weights/compute/KV-cache dtype (default: bfloat16 as the reference; float32 on CPU, "
+                        "where bf16 is emulated and slow)")
+    p.add_argument("--no_ema", action="store_true", help="evaluate the raw weights instead of the EMA (SPEC §5.2)")
     return p
 
 
@@ -57,7 +61,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, name, getattr(ev, name))
     if not args.default_dir:
         has_heldout = bool(args.data_dir) and (Path(args.data_dir) / "heldout.jsonl").exists()
-        args.default_dir = args.data_dir if has_heldout else "data/default"
+        from hrm.data.default_dataset import DEFAULT_ROOT
+
+        args.default_dir = args.data_dir if has_heldout else str(DEFAULT_ROOT)
     return args
 
 
@@ -133,6 +139,10 @@ def evaluate(args: argparse.Namespace, items) -> None:
     from hrm.eval.runner import run_tasks
 
     args.required_max_context = max((it.max_context for it in items), default=0)  # for the loader's KV cache
+    if args.dtype is None:
+        import jax
+
+        args.dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
     generator, tokenizer, size_label = load_generator(args.checkpoint, args)
     out = args.out or str(Path("runs/eval") / f"{Path(args.checkpoint).name}_{args.variant}")
     info = {"checkpoint": args.checkpoint, "tasks": args.tasks, "limit": args.limit, "data_dir": args.data_dir,

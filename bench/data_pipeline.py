@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hrm.data.default_dataset import ensure_default_dataset  # noqa: E402
+from hrm.data.default_dataset import DEFAULT_ROOT, ensure_default_dataset  # noqa: E402
 from hrm.data.pipeline import make_train_iterator  # noqa: E402
 from hrm.data.prepare import prepare  # noqa: E402
 
@@ -56,7 +56,7 @@ def bench_prepare(root: Path, workers: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--root", default="data/default")
+    ap.add_argument("--root", default=str(DEFAULT_ROOT))
     ap.add_argument("--steps", type=int, default=40)
     args = ap.parse_args()
     t0 = time.perf_counter()

@@ -47,7 +47,7 @@ class ModelConfig:
     max_seq_len: int = 4096
     embedding_scale: float = 0.0  # 0 = sqrt(hidden_size)
     attn_type: str = "prefixlm"  # or "causal" (the ablation)
-    attention_backend: str = "xla"
+    attention_backend: str = "xla"  # "xla" (dense, reference) or "jax" (jax.nn.dot_product_attention; cuDNN on GPU)
     compute_dtype: str = "bfloat16"
     param_dtype: str = "float32"
     remat: str = "none"  # none | full | save_dots | save_qkv_out

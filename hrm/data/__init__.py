@@ -5,7 +5,7 @@ Public entry points:
   load_dataset_tokenizer(data_dir)          -> the Tokenizer recorded in a prepared directory's metadata
   make_train_iterator(data_dir, *, seq_len, global_batch_rows, seed, ...) -> TrainIterator
   to_global(batch, mesh, batch_partition_spec) -> dict of global jax.Array
-  ensure_default_dataset(root="data/default") -> Path of the prepared built-in dataset
+  ensure_default_dataset(root=DEFAULT_ROOT) -> Path of the prepared built-in dataset
 Heavy modules (grain, jax) are imported lazily so tokenizer-only users stay light.
 """
 

@@ -20,6 +20,7 @@ GENERATOR_VERSION = 1
 TASKS = ("add", "sort", "count", "expr", "parity")
 CONDITIONS = ("direct", "cot")
 MANIFEST = "default_manifest.json"
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "data" / "default"  # repo data/default, gitignored
 
 
 def _answer(cond: str, steps: str, answer: str) -> str:
@@ -133,7 +134,7 @@ def _clean(root: Path) -> None:
             p.unlink()
 
 
-def ensure_default_dataset(root: str | Path = "data/default", *, seed: int = 0, num_train: int = 80_000,
+def ensure_default_dataset(root: str | Path = DEFAULT_ROOT, *, seed: int = 0, num_train: int = 80_000,
                            num_heldout_per_task: int = 100, vocab_size: int = 512, progress: bool = False) -> Path:
     """Generate, tokenize and prepare the default dataset under `root` unless already present; returns `root`.
 

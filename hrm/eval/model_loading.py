@@ -51,7 +51,9 @@ def _tokenizer_candidates(args: Any, cfg: Config, meta: dict, ckpt_dirs: list[Pa
     if cfg.data.path:
         cands.append(Path(cfg.data.path))
     else:
-        cands.append(Path("data/default"))  # the built-in default dataset (hrm.data.default_dataset)
+        from hrm.data.default_dataset import DEFAULT_ROOT
+
+        cands.append(DEFAULT_ROOT)  # the built-in default dataset
     return cands
 
 

@@ -13,7 +13,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-BACKENDS = ("xla",)
+BACKENDS = ("xla", "jax")
 
 
 def prefix_lm_mask(segment_ids: jax.Array, prefix_mask: jax.Array, causal_only: bool = False) -> jax.Array:
@@ -49,12 +49,19 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
 
     q [B, Tq, N, H], k/v [B, S, N, H], mask [B, Tq, S] (or [B, N, Tq, S]). Scale defaults to 1/sqrt(H),
     FlashAttention-3's default used by the reference (SPEC §1.4).
+
+    Backends: `xla` — dense scores with an fp32 softmax, the ground truth every other backend is
+    tested against; `jax` — `jax.nn.dot_product_attention` with the dense mask (cuDNN fused
+    attention on GPU when it supports the shapes, XLA elsewhere).
     """
-    if backend != "xla":
+    if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}; available: {BACKENDS}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     if mask.ndim == 3:
         mask = mask[:, None]
+    if backend == "jax":
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale)
+        return jnp.where(jnp.any(mask, axis=-1)[:, 0, :, None, None], out, 0).astype(v.dtype)
     scores = jnp.einsum("bqnh,bknh->bnqk", q, k, preferred_element_type=jnp.float32) * scale
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1)

@@ -33,7 +33,6 @@ from hrm.train.state import abstract_state, init_state, make_optimizer, model_sp
 from hrm.train.step import StepCache
 
 log = logging.getLogger("hrm.train")
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "data" / "default"  # built-in dataset, made on first use
 
 
 class TrainingStopped(RuntimeError):
@@ -50,7 +49,7 @@ def resolve_data_dir(cfg: Config) -> Path:
         return path
     from hrm.data.default_dataset import ensure_default_dataset
 
-    return ensure_default_dataset(DEFAULT_DATA_ROOT)
+    return ensure_default_dataset()
 
 
 def global_batch_rows(cfg: Config) -> int:
