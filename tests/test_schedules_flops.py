@@ -139,3 +139,18 @@ def test_device_peaks_and_mfu():
     assert flops.device_peak("cpu") is None
     assert flops.mfu(1e15, 1.0, 8, "cpu") is None
     assert flops.mfu(989e12 * 8 * 0.4, 1.0, 8, "NVIDIA H100 80GB HBM3") == pytest.approx(0.4)
+
+
+def test_visible_keys_of_a_packed_batch():
+    import numpy as np
+
+    from hrm.train.flops import visible_keys
+    from hrm.train.loop import visible_keys_sum
+
+    # one row: example A (prefix 3, total 5), example B (prefix 2, total 4), 2 padding slots
+    seg = np.array([[1, 1, 1, 1, 1, 2, 2, 2, 2, 0, 0]])
+    pre = np.array([[1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0]])
+    pos = np.array([[0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 0]])
+    got = visible_keys_sum({"segment_ids": seg, "prefix_mask": pre, "positions": pos})
+    assert got == (3 * 3 + 4 + 5) + (2 * 2 + 3 + 4)
+    assert got == visible_keys(3, 2) + visible_keys(2, 2)

@@ -77,6 +77,21 @@ def bp_for_step(cfg: Config, step: int, total: int) -> Optional[int]:
     return bp_steps_at(step, total, cfg.model) if cfg.model.arch == "hrm" else None
 
 
+def visible_keys_sum(batch: dict[str, np.ndarray], causal: bool = False) -> float:
+    """Σ over real query tokens of the keys PrefixLM lets them see (SPEC §9 attention FLOPs): an
+    instruction token sees its example's whole prefix P, a response token at position p sees p + 1
+    (with `causal`, every token sees p + 1)."""
+    seg, pre, pos = batch["segment_ids"], batch["prefix_mask"].astype(bool), batch["positions"]
+    if causal:
+        pre = np.zeros_like(pre)
+    total = 0.0
+    for r in range(seg.shape[0]):
+        p_of_seg = np.bincount(seg[r], weights=pre[r], minlength=int(seg[r].max()) + 1)
+        vis = np.where(pre[r], p_of_seg[seg[r]], pos[r] + 1)
+        total += float(vis[seg[r] > 0].sum())
+    return total
+
+
 def _git_sha() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -164,7 +179,7 @@ def train(cfg: Config) -> dict[str, Any]:
     def drain(item) -> None:
         """Read step N's metrics (called after step N+1 was dispatched)."""
         nonlocal last_time
-        step, metrics, bp, data_wait, real_tokens = item
+        step, metrics, bp, data_wait, real_tokens, visible = item
         m = {k: float(v) for k, v in jax.device_get(metrics).items()}
         now = time.perf_counter()
         dt, last_time = now - last_time, now
@@ -173,7 +188,7 @@ def train(cfg: Config) -> dict[str, Any]:
             if cfg.train.nan_policy == "stop":
                 raise TrainingStopped(msg + "; stopping (train.nan_policy=stop, set 'skip' to skip such steps)")
             bar.write(msg + "; update skipped (train.nan_policy=skip)")
-        fl = flops_per_step(cfg.model, bp or cfg.model.bp_max_steps, rows * cfg.data.seq_len)["total"]
+        fl = flops_per_step(cfg.model, bp or cfg.model.bp_max_steps, rows * cfg.data.seq_len, visible)["total"]
         m.update(step_time_s=dt, data_wait_s=data_wait, tokens_per_s=real_tokens / max(dt, 1e-9),
                  bp_steps=bp or 0, flops_per_step=fl)
         u = mfu(fl, dt, jax.device_count(), device_kind)
@@ -192,11 +207,12 @@ def train(cfg: Config) -> dict[str, Any]:
             local = next(data_iter)
             data_wait = time.perf_counter() - t0
             real_tokens = float((local["segment_ids"] > 0).sum()) * nproc
+            visible = visible_keys_sum(local, cfg.model.attn_type == "causal") * nproc
             batch = to_global(local, mesh, PartitionSpec(*b_sharding.spec))
             state, metrics = steps(bp)(state, batch)
             if pending is not None:
                 drain(pending)
-            pending = (step, metrics, bp, data_wait, real_tokens)
+            pending = (step, metrics, bp, data_wait, real_tokens, visible)
             ckpt.save(step, state, data_iter=data_iter, meta=meta)
             if fault and fault[1] == step:
                 os.kill(os.getpid(), getattr(signal, fault[0]))
