@@ -8,6 +8,7 @@ excluded), its condition, its gold answer in the task's scoring form, and the ge
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Optional
 
 from hrm.eval.prompts import wrap_prompt
@@ -92,3 +93,26 @@ def gen_item(task: str, id_: str, prompt: str, gold: Any, subject: Optional[str]
     """A free-generation item (DROP, GSM8K, MATH): context 3072, max_tokens unset, greedy (SPEC §7.1)."""
     return EvalItem(task=task, id=id_, condition=TASK_CONDITION[task], prompt=prompt, gold=gold,
                     max_context=GEN_CONTEXT, max_tokens=None, subject=subject)
+
+
+def jsonl_mcq_items(task: str, data_dir: Path, eval_file: str, eval_purpose: str, shot_file: str,
+                    shot_purpose: str, num_shots: int, parts, item_id, variant: str) -> list[EvalItem]:
+    """MCQ items from a JSONL evaluation file whose few-shot exemplars are the first `num_shots` rows
+    of another JSONL file (HellaSwag, Winogrande, BoolQ; SPEC §7.4–7.6).
+
+    `parts(row) -> (query, choices, gold letter)`; `item_id(line, row) -> id`. Both files are checked
+    before either is read, so a missing few-shot source is reported even when the evaluation file exists.
+    """
+    from hrm.eval.prompts import mcq_prompt
+    from hrm.eval.tasks.files import read_jsonl, require
+
+    require(data_dir, eval_file, eval_purpose)
+    require(data_dir, shot_file, shot_purpose)
+    rows = read_jsonl(data_dir, eval_file, eval_purpose)
+    shots = [parts(row) for _, row in read_jsonl(data_dir, shot_file, shot_purpose)[:num_shots]]
+    items = []
+    for line, row in rows:
+        query, choices, gold = parts(row)
+        items.append(mcq_item(task, item_id(line, row), mcq_prompt(shots, query, choices), gold, len(choices),
+                              variant))
+    return items

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hrm.eval.prompts import BOOLQ_CHOICES, boolq_query, mcq_prompt
-from hrm.eval.tasks.base import EvalItem, mcq_item
-from hrm.eval.tasks.files import read_jsonl, require
+from hrm.eval.prompts import BOOLQ_CHOICES, boolq_query
+from hrm.eval.tasks.base import EvalItem, jsonl_mcq_items
 
 DEV = "boolq/dev.jsonl"
 TRAIN = "boolq/train.jsonl"
@@ -22,13 +21,5 @@ def _parts(row: dict) -> tuple[str, list[str], str]:
 
 
 def load(data_dir: Path, variant: str) -> list[EvalItem]:
-    require(data_dir, DEV, "BoolQ evaluation (dev split)")
-    require(data_dir, TRAIN, "BoolQ few-shot exemplars (first 5 train rows)")
-    dev = read_jsonl(data_dir, DEV, "BoolQ evaluation (dev split)")
-    train = read_jsonl(data_dir, TRAIN, "BoolQ few-shot exemplars (first 5 train rows)")
-    shots = [_parts(row) for _, row in train[:NUM_SHOTS]]
-    items = []
-    for i, row in dev:
-        query, choices, gold = _parts(row)
-        items.append(mcq_item("boolq", f"dev.jsonl:{i}", mcq_prompt(shots, query, choices), gold, 2, variant))
-    return items
+    return jsonl_mcq_items("boolq", data_dir, DEV, "BoolQ evaluation (dev split)", TRAIN, "BoolQ few-shot exemplars (first 5 train rows)", NUM_SHOTS, _parts,
+                           lambda line, row: f"dev.jsonl:{line}", variant)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hrm.eval.prompts import hellaswag_query, letters, mcq_prompt
-from hrm.eval.tasks.base import EvalItem, mcq_item
-from hrm.eval.tasks.files import read_jsonl, require
+from hrm.eval.prompts import hellaswag_query, letters
+from hrm.eval.tasks.base import EvalItem, jsonl_mcq_items
 
 VAL = "hellaswag/hellaswag_val.jsonl"
 TRAIN = "hellaswag/hellaswag_train.jsonl"
@@ -24,14 +23,5 @@ def _parts(row: dict) -> tuple[str, list[str], str]:
 
 
 def load(data_dir: Path, variant: str) -> list[EvalItem]:
-    require(data_dir, VAL, "HellaSwag evaluation (validation split)")
-    require(data_dir, TRAIN, "HellaSwag few-shot exemplars (first 10 train rows)")
-    val = read_jsonl(data_dir, VAL, "HellaSwag evaluation (validation split)")
-    train = read_jsonl(data_dir, TRAIN, "HellaSwag few-shot exemplars (first 10 train rows)")
-    shots = [_parts(row) for _, row in train[:NUM_SHOTS]]
-    items = []
-    for _, row in val:
-        query, endings, gold = _parts(row)
-        items.append(mcq_item("hellaswag", str(row["ind"]), mcq_prompt(shots, query, endings), gold,
-                              len(endings), variant))
-    return items
+    return jsonl_mcq_items("hellaswag", data_dir, VAL, "HellaSwag evaluation (validation split)", TRAIN, "HellaSwag few-shot exemplars (first 10 train rows)", NUM_SHOTS, _parts,
+                           lambda line, row: str(row["ind"]), variant)

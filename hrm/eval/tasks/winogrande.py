@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hrm.eval.prompts import letters, mcq_prompt
-from hrm.eval.tasks.base import EvalItem, mcq_item
-from hrm.eval.tasks.files import read_jsonl, require
+from hrm.eval.prompts import letters
+from hrm.eval.tasks.base import EvalItem, jsonl_mcq_items
 
 DEV = "winogrande/dev.jsonl"
 TRAIN = "winogrande/train_debiased.jsonl"
@@ -21,13 +20,5 @@ def _parts(row: dict) -> tuple[str, list[str], str]:
 
 
 def load(data_dir: Path, variant: str) -> list[EvalItem]:
-    require(data_dir, DEV, "Winogrande evaluation (dev split)")
-    require(data_dir, TRAIN, "Winogrande few-shot exemplars (first 5 train_debiased rows)")
-    dev = read_jsonl(data_dir, DEV, "Winogrande evaluation (dev split)")
-    train = read_jsonl(data_dir, TRAIN, "Winogrande few-shot exemplars (first 5 train_debiased rows)")
-    shots = [_parts(row) for _, row in train[:NUM_SHOTS]]
-    items = []
-    for _, row in dev:
-        query, choices, gold = _parts(row)
-        items.append(mcq_item("winogrande", str(row["qID"]), mcq_prompt(shots, query, choices), gold, 2, variant))
-    return items
+    return jsonl_mcq_items("winogrande", data_dir, DEV, "Winogrande evaluation (dev split)", TRAIN, "Winogrande few-shot exemplars (first 5 train_debiased rows)", NUM_SHOTS, _parts,
+                           lambda line, row: str(row["qID"]), variant)
