@@ -27,7 +27,9 @@ def _env(devices: int = 8) -> dict:
 
 
 def _train(run_dir: Path, *extra: str, env=None, check=True) -> subprocess.CompletedProcess:
-    cmd = [PY, str(REPO / "train.py"), *SMALL, f"train.run_dir={run_dir}", *extra]
+    keys = {e.split("=", 1)[0] for e in extra}
+    base = [o for o in SMALL if o.split("=", 1)[0] not in keys]
+    cmd = [PY, str(REPO / "train.py"), *base, f"train.run_dir={run_dir}", *extra]
     p = subprocess.run(cmd, cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=600)
     if check and p.returncode != 0:
         raise AssertionError(f"train.py failed ({p.returncode}):\n{p.stderr[-4000:]}")
@@ -75,6 +77,17 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
     assert (tmp_path / "checkpoints" / "6").is_dir()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["preempted_at"] == 6 and summary["final_step"] == 6
+
+
+def test_init_from_warm_starts_from_ema(tmp_path, reference_run):
+    """SFT-style warm start: params (EMA) from a finished run, fresh optimiser, step 0 (SPEC §5.2)."""
+    first = tmp_path / "first"
+    _train(first, "train.total_steps=8", "optim.ema_decay=0.5")
+    p = _train(tmp_path / "second", f"train.init_from={first}", "train.total_steps=2")
+    assert "initialised from" in p.stderr and "EMA" in p.stderr
+    second = _losses(tmp_path / "second")
+    assert sorted(second) == [1, 2]
+    assert second[1] < reference_run[1] - 0.05  # starts from trained weights, not from scratch
 
 
 def test_init_from_missing_checkpoint_is_clear_error(tmp_path):
