@@ -139,6 +139,12 @@ def evaluate(args: argparse.Namespace, items) -> None:
     from hrm.eval.runner import run_tasks
 
     args.required_max_context = max((it.max_context for it in items), default=0)  # for the loader's KV cache
+    from hrm.config import TrainConfig, load_config
+    from hrm.train.distributed import maybe_initialize
+
+    # Multi-host: jax.distributed.initialize when the launch environment says so (TPU pod, SLURM,
+    # JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID) or the config's train section asks for it.
+    maybe_initialize(load_config(args.config).train if args.config else TrainConfig())
     if args.dtype is None:
         import jax
 

@@ -66,6 +66,15 @@ class _Spec:
     mesh: Optional[Mesh]
 
 
+def _to_host(x: jax.Array) -> np.ndarray:
+    """The full value on every host; batch-sharded outputs span other processes' devices on multi-host."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def _batch_sharding(mesh: Optional[Mesh], ndim: int, axis: int = 0) -> Optional[NamedSharding]:
     """Sharding of an array whose `axis` is the batch: over ("data", "fsdp"), the rest replicated."""
     if mesh is None:
@@ -213,7 +222,7 @@ class Generator:
                 carry = _step(self._spec, self.state, carry, args[2], args[3], args[6], sample=sample,
                               collect=collect)
             res = _finish(carry)
-        return {k: np.asarray(v)[:n_real] for k, v in res.items()}
+        return {k: _to_host(v)[:n_real] for k, v in res.items()}
 
     def generate(self, prompts: list[list[int]], max_new_tokens: list[int] | int, temperature: float = 0.0,
                  seed: int = 0, *, return_logits: bool = False):
