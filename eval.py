@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default_max_context", type=int, help="max_context of task `default` (256)")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     p.add_argument("--dtype", choices=("bfloat16", "float32"),
-                   help="weights/compute/KV-cache dtype (default: bfloat16 as the reference; float32 on CPU, "
-                        "where bf16 is emulated and slow)")
+                   help="weights/compute/KV-cache dtype (default: the checkpoint config's eval.dtype, "
+                        "bfloat16 as the reference unless the config says otherwise)")
     p.add_argument("--no_ema", action="store_true", help="evaluate the raw weights instead of the EMA (SPEC §5.2)")
     return p
 
@@ -133,6 +133,22 @@ def rescore(args: argparse.Namespace) -> None:
     print(render_markdown(aggregate(scored), variant=args.variant, size_label=args.size))
 
 
+def checkpoint_eval_dtype(checkpoint: str) -> str:
+    """`eval.dtype` of the checkpoint's run config: bfloat16 (the reference, SPEC §7.1) unless the config
+    says otherwise (configs/tiny.yaml, a CPU config, uses float32: bf16 is emulated and ~3x slower on CPU)."""
+    from hrm.config import load_config
+
+    if checkpoint.startswith("random:"):
+        return load_config(checkpoint[len("random:"):]).eval.dtype
+    from hrm.convert.ckpt_io import config_from_meta, read_meta
+    from hrm.train.checkpoint import resolve_step_dir
+
+    try:
+        return config_from_meta(read_meta(resolve_step_dir(checkpoint))).eval.dtype
+    except (ValueError, KeyError, FileNotFoundError):
+        return "bfloat16"
+
+
 def evaluate(args: argparse.Namespace, items) -> None:
     from hrm.eval.model_loading import load_generator  # written separately; imports JAX
     from hrm.eval.results import code_version
@@ -146,9 +162,7 @@ def evaluate(args: argparse.Namespace, items) -> None:
     # JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID) or the config's train section asks for it.
     maybe_initialize(load_config(args.config).train if args.config else TrainConfig())
     if args.dtype is None:
-        import jax
-
-        args.dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+        args.dtype = checkpoint_eval_dtype(args.checkpoint)
     generator, tokenizer, size_label = load_generator(args.checkpoint, args)
     out = args.out or str(Path("runs/eval") / f"{Path(args.checkpoint).name}_{args.variant}")
     info = {"checkpoint": args.checkpoint, "tasks": args.tasks, "limit": args.limit, "data_dir": args.data_dir,
