@@ -51,6 +51,10 @@ def reference_run(tmp_path_factory) -> dict[int, float]:
     _train(run)
     losses = _losses(run)
     assert sorted(losses) == list(range(1, 13))
+    # one compiled step per distinct bp_steps value, and bp follows SPEC §3.1 (warmup = 0.2 x 12 = 2.4 steps)
+    bps = {json.loads(line)["step"]: json.loads(line)["bp_steps"] for line in (run / "metrics.jsonl").open()}
+    assert [bps[s] for s in (1, 2, 3, 12)] == [3, 4, 5, 5]
+    assert json.loads((run / "summary.json").read_text())["compiled_bp_variants"] == sorted(set(bps.values()))
     return losses
 
 
