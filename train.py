@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as e:
         print(f"training stopped: {e}", file=sys.stderr)
         return 3
+    except (ConfigError, FileNotFoundError) as e:  # bad config, missing data or checkpoint: no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     losses = summary["losses"]
     if losses:
         first, last = losses[min(losses)], losses[max(losses)]

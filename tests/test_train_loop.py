@@ -94,6 +94,12 @@ def test_init_from_warm_starts_from_ema(tmp_path, reference_run):
     assert second[1] < reference_run[1] - 0.05  # starts from trained weights, not from scratch
 
 
+def test_resume_with_a_different_model_is_refused(tmp_path):
+    _train(tmp_path, "train.total_steps=2")
+    p = _train(tmp_path, "train.total_steps=4", "model.hidden_size=64", check=False)
+    assert p.returncode != 0 and "model.hidden_size: checkpoint 32 vs config 64" in p.stderr
+
+
 def test_init_from_missing_checkpoint_is_clear_error(tmp_path):
     p = _train(tmp_path, f"train.init_from={tmp_path / 'nope'}", check=False)
     assert p.returncode != 0 and "nope" in p.stderr

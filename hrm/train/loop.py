@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from hrm.config import Config, dump_yaml, to_dict
+from hrm.config import Config, ConfigError, dump_yaml, to_dict
 from hrm.mesh import make_mesh
 from hrm.sharding import batch_sharding
 from hrm.train import distributed
@@ -58,10 +58,10 @@ def global_batch_rows(cfg: Config) -> int:
         return t.global_batch_rows
     if t.global_batch_tokens:
         if t.global_batch_tokens % cfg.data.seq_len:
-            raise ValueError(f"train.global_batch_tokens={t.global_batch_tokens} is not a multiple of "
+            raise ConfigError(f"train.global_batch_tokens={t.global_batch_tokens} is not a multiple of "
                              f"data.seq_len={cfg.data.seq_len}")
         return t.global_batch_tokens // cfg.data.seq_len
-    raise ValueError("set train.global_batch_tokens or train.global_batch_rows")
+    raise ConfigError("set train.global_batch_tokens or train.global_batch_rows")
 
 
 def resolve_total_steps(cfg: Config, tokens_per_epoch: int) -> int:
@@ -69,7 +69,7 @@ def resolve_total_steps(cfg: Config, tokens_per_epoch: int) -> int:
         return cfg.train.total_steps
     steps = total_steps_from(cfg.train.epochs, tokens_per_epoch, global_batch_rows(cfg) * cfg.data.seq_len)
     if steps < 1:
-        raise ValueError("derived total_steps < 1: the dataset is smaller than one global batch")
+        raise ConfigError("derived total_steps < 1: the dataset is smaller than one global batch")
     return steps
 
 
@@ -144,6 +144,7 @@ def train(cfg: Config) -> dict[str, Any]:
     ckpt = Checkpointer(run_dir / CHECKPOINT_SUBDIR, cfg.checkpoint)
     latest = ckpt.latest_step()
     if latest is not None:
+        _check_resumable(cfg, ckpt.restore_meta(latest), run_dir / CHECKPOINT_SUBDIR / str(latest))
         state, _ = ckpt.restore(latest, abstract_state(cfg, tx, shardings), data_iter=data_iter)
         start = int(jax.device_get(state["step"]))
         _info(proc, f"resumed from {run_dir / CHECKPOINT_SUBDIR / str(latest)} at step {start}")
@@ -240,6 +241,20 @@ def train(cfg: Config) -> dict[str, Any]:
     if proc == 0:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     return summary
+
+
+def _check_resumable(cfg: Config, meta: dict, where: Path) -> None:
+    """Refuse, with the differing keys named, to resume a checkpoint written by a different model."""
+    saved = (meta.get("config") or {}).get("model")
+    if saved is None:
+        return
+    current = to_dict(cfg)["model"]
+    diff = {k: (saved.get(k), v) for k, v in current.items()
+            if k not in ("remat", "attention_backend", "compute_dtype") and saved.get(k) != v}
+    if diff:
+        detail = ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in sorted(diff.items()))
+        raise ConfigError(f"cannot resume {where}: it was written with a different model ({detail}). Use a new "
+                         f"train.run_dir, or train.init_from for a warm start.")
 
 
 def _warm_start(cfg: Config, state: dict, shardings: dict, proc: int) -> dict:
