@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,6 +156,7 @@ def train(cfg: Config) -> dict[str, Any]:
             state = _warm_start(cfg, state, shardings, proc)
     if proc == 0:
         (run_dir / "config.yaml").write_text(dump_yaml(cfg))
+        _copy_tokenizer(data_dir, data_iter.source.meta, run_dir)
     meta = {"config": to_dict(cfg), "git_sha": _git_sha(), "data_dir": str(data_dir),
             "tokenizer_hash": data_iter.source.meta.get("tokenizer", {}).get("sha256", "")}
 
@@ -241,6 +243,14 @@ def train(cfg: Config) -> dict[str, Any]:
     if proc == 0:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     return summary
+
+
+def _copy_tokenizer(data_dir: Path, data_meta: dict, run_dir: Path) -> None:
+    """Keep the tokenizer beside the checkpoints so the run directory is self-contained for eval/export."""
+    rel = (data_meta.get("tokenizer") or {}).get("path")
+    src = data_dir / rel if rel else None
+    if src is not None and src.is_file() and not (run_dir / src.name).exists():
+        shutil.copy2(src, run_dir / src.name)
 
 
 def _check_resumable(cfg: Config, meta: dict, where: Path) -> None:
