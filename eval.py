@@ -7,8 +7,8 @@
   python eval.py --tasks all --data_dir DIR --dry_run [--tokenizer tokenizer.json]    # no model
 
 The model path calls `hrm.eval.model_loading.load_generator(checkpoint, args) -> (generator, tokenizer,
-size_label)`, imported only there, so the no-model modes never import JAX. `args` is this parser's namespace plus
-`required_max_context` (the largest max_context among the items to run; the KV cache must hold that many tokens).
+size_label)`, imported only there, so the no-model modes never import JAX. Items asking for more context than the
+model's `max_seq_len` are capped to it with a warning (`cap_context`).
 """
 
 from __future__ import annotations
@@ -149,12 +149,23 @@ def checkpoint_eval_dtype(checkpoint: str) -> str:
         return "bfloat16"
 
 
+def cap_context(items: list, model_context: int) -> list:
+    """Items asking for more context than the model/cache holds get the model's limit (SPEC §7.1: a prompt
+    at or over it is not run and scores invalid), with a warning naming the tasks affected."""
+    import dataclasses
+
+    over = sorted({it.task for it in items if it.max_context > model_context})
+    if over:
+        print(f"warning: tasks {', '.join(over)} ask for a context longer than the model's {model_context} tokens; "
+              f"capped (longer prompts are skipped and scored invalid)", file=sys.stderr)
+    return [dataclasses.replace(it, max_context=min(it.max_context, model_context)) for it in items]
+
+
 def evaluate(args: argparse.Namespace, items) -> None:
     from hrm.eval.model_loading import load_generator  # written separately; imports JAX
     from hrm.eval.results import code_version
     from hrm.eval.runner import run_tasks
 
-    args.required_max_context = max((it.max_context for it in items), default=0)  # for the loader's KV cache
     from hrm.config import TrainConfig, load_config
     from hrm.train.distributed import maybe_initialize
 
@@ -164,6 +175,7 @@ def evaluate(args: argparse.Namespace, items) -> None:
     if args.dtype is None:
         args.dtype = checkpoint_eval_dtype(args.checkpoint)
     generator, tokenizer, size_label = load_generator(args.checkpoint, args)
+    items = cap_context(items, generator.max_context)
     out = args.out or str(Path("runs/eval") / f"{Path(args.checkpoint).name}_{args.variant}")
     info = {"checkpoint": args.checkpoint, "tasks": args.tasks, "limit": args.limit, "data_dir": args.data_dir,
             "code_version": code_version()}

@@ -374,6 +374,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError("config key 'model.head_dim': RoPE needs an even head dimension")
     if not 1 <= m.bp_min_steps <= m.bp_max_steps:
         raise ConfigError("config key 'model.bp_min_steps': need 1 <= bp_min_steps <= bp_max_steps")
+    if m.arch == "hrm" and m.bp_min_steps < 2:
+        raise ConfigError("config key 'model.bp_min_steps': HRM needs >= 2 (one H and one L step with gradient)")
+    if m.arch == "hrm" and m.bp_max_steps > m.H_cycles * (m.L_cycles + 1):
+        raise ConfigError(f"config key 'model.bp_max_steps': at most H_cycles*(L_cycles+1) = "
+                          f"{m.H_cycles * (m.L_cycles + 1)} stack applications exist, got {m.bp_max_steps}")
+    if m.attention_backend not in ("xla", "jax"):
+        raise ConfigError(f"config key 'model.attention_backend': 'xla' or 'jax', got {m.attention_backend!r}")
     for k in ("compute_dtype", "param_dtype"):
         if getattr(m, k) not in ("float32", "bfloat16"):
             raise ConfigError(f"config key 'model.{k}': must be float32 or bfloat16")

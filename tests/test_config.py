@@ -28,6 +28,9 @@ def test_inheritance_and_overrides(tmp_path):
     (["model.remat=sometimes"], "model.remat"),
     (["mesh.fsdp=-1", "mesh.data=-1"], "mesh"),
     (["lr"], "key=value"),
+    (["model.bp_min_steps=1"], "model.bp_min_steps"),
+    (["model.bp_max_steps=9"], "model.bp_max_steps"),
+    (["model.attention_backend=flash"], "model.attention_backend"),
 ])
 def test_errors_name_the_key(overrides, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):

@@ -131,8 +131,10 @@ def test_model_path_with_fake_loader(repo_root, benchdata_dir, tmp_path, monkeyp
     seen = {}
 
     def load_generator(checkpoint, args):
-        seen.update(checkpoint=checkpoint, required=args.required_max_context, batch=args.batch_size)
-        return FakeGenerator(lambda prompt, seed: "B"), CharTokenizer(), "XL"
+        seen.update(checkpoint=checkpoint, batch=args.batch_size)
+        gen = FakeGenerator(lambda prompt, seed: "B")
+        gen.max_context = 4096
+        return gen, CharTokenizer(), "XL"
 
     monkeypatch.setitem(sys.modules, "hrm.eval.model_loading", types.SimpleNamespace(load_generator=load_generator))
     monkeypatch.syspath_prepend(str(repo_root))
@@ -141,9 +143,23 @@ def test_model_path_with_fake_loader(repo_root, benchdata_dir, tmp_path, monkeyp
     out = tmp_path / "res"
     rc = eval_cli.main(["--checkpoint", "ckpt/x", "--tasks", "winogrande,gsm8k", "--data_dir", str(benchdata_dir),
                         "--limit", "4", "--out", str(out), "--batch_size", "3", "--no_progress"])
-    assert rc == 0 and seen == {"checkpoint": "ckpt/x", "required": 4096, "batch": 3}
+    assert rc == 0 and seen == {"checkpoint": "ckpt/x", "batch": 3}
     saved = json.loads((out / "results.json").read_text())
     assert saved["size"] == "XL" and saved["counts"] == {"winogrande": 4, "gsm8k": 4}
     assert saved["metrics"]["winogrande"]["faithful"]["acc"] == 0.5        # golds B, A, B, A for the first four
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 8
     assert "paper Tab. 1/4 HRM 1B" in capsys.readouterr().out
+
+
+def test_items_longer_than_the_model_context_are_capped(repo_root, benchdata_dir, monkeypatch, capsys):
+    """A model whose max_seq_len is below a task's max_context: items are capped (prompts at or over the cap
+    are then skipped and scored invalid by the runner, SPEC §7.1) and the tasks are named in a warning."""
+    monkeypatch.syspath_prepend(str(repo_root))
+    import eval as eval_cli
+    from hrm.eval.tasks import load_tasks
+
+    items = load_tasks("winogrande,gsm8k", str(benchdata_dir), "faithful", 2, 0)
+    capped = eval_cli.cap_context(items, 256)
+    assert [it.max_context for it in capped] == [256] * 4
+    assert "winogrande" in capsys.readouterr().err
+    assert eval_cli.cap_context(items, 8192) == items

@@ -77,7 +77,7 @@ def test_sigkill_resume_is_bit_exact(tmp_path, reference_run, kill_at):
 def test_sigterm_saves_and_exits_zero(tmp_path):
     p = _train(tmp_path, "train.debug_signal=SIGTERM@6", check=False)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "SIGTERM: saved checkpoint at step 6" in p.stderr
+    assert "SIGTERM/preemption: saved checkpoint at step 6" in p.stderr
     assert (tmp_path / "checkpoints" / "6").is_dir()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["preempted_at"] == 6 and summary["final_step"] == 6
@@ -98,6 +98,12 @@ def test_resume_with_a_different_model_is_refused(tmp_path):
     _train(tmp_path, "train.total_steps=2")
     p = _train(tmp_path, "train.total_steps=4", "model.hidden_size=64", check=False)
     assert p.returncode != 0 and "model.hidden_size: checkpoint 32 vs config 64" in p.stderr
+
+
+def test_model_vocab_smaller_than_data_is_clear_error(tmp_path):
+    p = _train(tmp_path, "model.vocab_size=256", check=False)
+    assert p.returncode == 2 and "model.vocab_size=256 is smaller than the vocabulary" in p.stderr
+    assert "Traceback" not in p.stderr
 
 
 def test_init_from_missing_checkpoint_is_clear_error(tmp_path):

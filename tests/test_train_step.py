@@ -147,3 +147,17 @@ def test_nan_skip_policy_keeps_state(policy, finite_after):
     assert not bool(m["finite"])
     np.testing.assert_array_equal(np.asarray(new["params"]["L"]["down"]), np.asarray(before["L"]["down"]))
     assert int(new["step"]) == 1
+
+
+def test_batch_layout_errors_name_the_fix():
+    from hrm.config import ConfigError
+    from hrm.train.loop import check_batch_layout
+
+    cfg = _cfg()
+    check_batch_layout(cfg, 16, {"data": 2, "fsdp": 4, "tensor": 1}, 2)
+    with pytest.raises(ConfigError, match="does not split over the 8 data x fsdp batch shards"):
+        check_batch_layout(cfg, 12, {"data": 1, "fsdp": 8, "tensor": 1}, 1)
+    with pytest.raises(ConfigError, match="microbatches=4"):
+        check_batch_layout(_cfg("train.microbatches=4"), 16, {"data": 1, "fsdp": 8, "tensor": 1}, 1)
+    with pytest.raises(ConfigError, match="each host must own whole batch shards"):
+        check_batch_layout(cfg, 16, {"data": 1, "fsdp": 2, "tensor": 4}, 4)

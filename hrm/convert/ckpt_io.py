@@ -145,7 +145,7 @@ def read_checkpoint(path: str | Path, use_ema: bool = True, param_dtype: Any = j
     meta = read_meta(step_dir)
     cfg = config_from_meta(meta)
     _, p_abs, b_abs = model_templates(cfg.model)
-    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     spec = lambda tree, dt: jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, dt, sharding=sharding),  # noqa: E731
                                          nnx.to_pure_dict(tree))
     p_target, b_target = spec(p_abs, param_dtype), spec(b_abs, jnp.float32)

@@ -36,6 +36,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from hrm.model.attention import cache_decode_mask
+
 GREEDY_BELOW = 1e-5  # temperature threshold for greedy decoding (SPEC §7.1)
 BATCH_AXES = ("data", "fsdp")
 
@@ -122,7 +124,7 @@ def _step_impl(spec: _Spec, state, carry, lengths, budgets, temperature, *, samp
     B, S = carry["out"].shape
     count, active = carry["count"], carry["active"]
     cur = jnp.minimum(lengths + count - 1, S - 1)  # slot == position of the token being fed
-    mask = (jnp.arange(S)[None, :] <= cur[:, None])[:, None, :]
+    mask = cache_decode_mask(jnp.ones((B, S), bool), cur[:, None])
     logits, cache = model.forward_cached(carry["tok"][:, None], cur[:, None], mask, carry["cache"], cur)
     new = _pick(logits[:, 0], carry["keys"], count, temperature, sample)
     rows = jnp.arange(B)

@@ -27,7 +27,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from hrm.config import ModelConfig
 from hrm.model.attention import dot_product_attention
-from hrm.model.layers import apply_rope, dtype_of, lecun_truncated_normal, rms_norm
+from hrm.model.layers import apply_rope, dtype_of, lecun_truncated_normal, rms_norm, rope_cos_sin
 from hrm.model.scan import scan
 
 PARAM_NAMES = ("gqkv", "o", "gate_up", "down")
@@ -59,6 +59,13 @@ class StackContext:
     sin: jax.Array
     mask: jax.Array
     write_index: Optional[jax.Array] = None
+
+
+def stack_context(cfg: ModelConfig, positions: jax.Array, mask: jax.Array,
+                  write_index: Optional[jax.Array] = None) -> StackContext:
+    """RoPE tables from explicit positions plus the mask (and KV write slot) shared by every block."""
+    cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta)
+    return StackContext(cos, sin, mask, write_index)
 
 
 def _write_cache(cache: jax.Array, new: jax.Array, where: tuple, index: jax.Array) -> jax.Array:

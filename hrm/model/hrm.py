@@ -24,8 +24,8 @@ from flax import nnx
 
 from hrm.config import ModelConfig
 from hrm.model.attention import prefix_lm_mask
-from hrm.model.blocks import Stack, StackContext, empty_cache
-from hrm.model.layers import dtype_of, lecun_truncated_normal, rope_cos_sin
+from hrm.model.blocks import Stack, StackContext, empty_cache, stack_context
+from hrm.model.layers import dtype_of, lecun_truncated_normal
 from hrm.model.recurrence import StepSpec, schedule
 from hrm.model.scan import scan
 
@@ -83,9 +83,8 @@ class HRM(nnx.Module):
                               out_sharding=("act_embed",))
 
     # ------------------------------------------------------------------ helpers
-    def _context(self, positions: jax.Array, mask: jax.Array, write_index=None) -> StackContext:
-        cos, sin = rope_cos_sin(positions, self.cfg.resolved_head_dim, self.cfg.rope_theta)
-        return StackContext(cos, sin, mask, write_index)
+    def _context(self, positions, mask, write_index=None) -> StackContext:
+        return stack_context(self.cfg, positions, mask, write_index)
 
     def _initial_states(self, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         cd = dtype_of(self.cfg.compute_dtype)

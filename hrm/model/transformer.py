@@ -13,9 +13,9 @@ from flax import nnx
 
 from hrm.config import ModelConfig
 from hrm.model.attention import prefix_lm_mask
-from hrm.model.blocks import Stack, StackContext, empty_cache
+from hrm.model.blocks import Stack, StackContext, empty_cache, stack_context
 from hrm.model.hrm import LMHead, TokenEmbedding, select_positions
-from hrm.model.layers import dtype_of, rope_cos_sin
+from hrm.model.layers import dtype_of
 
 KV = tuple[jax.Array, jax.Array]
 
@@ -30,8 +30,7 @@ class Transformer(nnx.Module):
         self.head = LMHead(cfg, rngs)
 
     def _context(self, positions, mask, write_index=None) -> StackContext:
-        cos, sin = rope_cos_sin(positions, self.cfg.resolved_head_dim, self.cfg.rope_theta)
-        return StackContext(cos, sin, mask, write_index)
+        return stack_context(self.cfg, positions, mask, write_index)
 
     def __call__(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array,
                  prefix_mask: jax.Array, bp_steps: Optional[int] = None) -> jax.Array:

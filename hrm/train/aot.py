@@ -25,6 +25,7 @@ from hrm.mesh import make_mesh
 from hrm.model.scan import unrolled_scans
 from hrm.sharding import batch_sharding
 from hrm.train.flops import device_peak, flops_per_step
+from hrm.train.loop import check_batch_layout, global_batch_rows
 from hrm.train.state import abstract_state, make_optimizer, model_spec, state_sharding
 from hrm.train.step import BATCH_KEYS, compile_train_step, train_step
 
@@ -62,7 +63,8 @@ def compile_only(cfg: Config, topology: str = "", bp_steps: Optional[int] = None
     topology = topology or cfg.mesh.topology
     devices = topology_devices(topology) if topology else jax.devices()
     mesh = make_mesh(cfg.mesh, devices)
-    rows = cfg.train.global_batch_rows or cfg.train.global_batch_tokens // cfg.data.seq_len
+    rows = global_batch_rows(cfg)
+    check_batch_layout(cfg, rows, dict(mesh.shape), 1)
     T = cfg.data.seq_len
     bp = (bp_steps or cfg.model.bp_max_steps) if cfg.model.arch == "hrm" else None
     spec = model_spec(cfg)

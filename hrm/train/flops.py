@@ -77,16 +77,9 @@ def stack_schedule(model: ModelConfig, bp_steps: int) -> list[tuple[str, bool]]:
     """
     if model.arch == "transformer":
         return [("T", True)]
-    n_h, n_l = model.H_cycles, model.H_cycles * model.L_cycles
-    h_bp = max(0, min(model.H_cycles, bp_steps - 1))
-    l_bp = min(n_l, max(0, bp_steps - h_bp))
-    out, k = [], 0
-    for i in range(n_h):
-        for _ in range(model.L_cycles):
-            out.append(("L", k >= n_l - l_bp))
-            k += 1
-        out.append(("H", i >= n_h - h_bp))
-    return out
+    from hrm.model.recurrence import schedule
+
+    return [(s.kind, s.grad) for s in schedule(model.H_cycles, model.L_cycles, bp_steps)]
 
 
 # ----------------------------------------------------------------------------- attention keys

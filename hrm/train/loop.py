@@ -54,18 +54,34 @@ def resolve_data_dir(cfg: Config) -> Path:
 
 
 def global_batch_rows(cfg: Config) -> int:
+    """Rows of `data.seq_len` tokens per global batch, from train.global_batch_rows or _tokens."""
     t = cfg.train
     if t.global_batch_rows:
         return t.global_batch_rows
     if t.global_batch_tokens:
         if t.global_batch_tokens % cfg.data.seq_len:
             raise ConfigError(f"train.global_batch_tokens={t.global_batch_tokens} is not a multiple of "
-                             f"data.seq_len={cfg.data.seq_len}")
+                              f"data.seq_len={cfg.data.seq_len}")
         return t.global_batch_tokens // cfg.data.seq_len
     raise ConfigError("set train.global_batch_tokens or train.global_batch_rows")
 
 
+def check_batch_layout(cfg: Config, rows: int, mesh_shape: dict, process_count: int) -> None:
+    """Rows (and each microbatch) must split evenly over the data x fsdp batch shards, and every host
+    must own whole batch shards, else JAX fails deep inside with an IndivisibleError."""
+    shards = mesh_shape.get("data", 1) * mesh_shape.get("fsdp", 1)
+    per_micro = rows // cfg.train.microbatches
+    if rows % cfg.train.microbatches or per_micro % shards:
+        raise ConfigError(f"global batch of {rows} rows (train.microbatches={cfg.train.microbatches}) does not split "
+                          f"over the {shards} data x fsdp batch shards of mesh {mesh_shape}; change "
+                          f"train.global_batch_rows/_tokens or mesh.data/fsdp/tensor")
+    if shards % process_count:
+        raise ConfigError(f"mesh data x fsdp = {shards} is not a multiple of the {process_count} processes: each host "
+                          f"must own whole batch shards (put the tensor axis within a host)")
+
+
 def resolve_total_steps(cfg: Config, tokens_per_epoch: int) -> int:
+    """train.total_steps, or floor(epochs x tokens per epoch / global batch tokens) (SPEC §3.1)."""
     if cfg.train.total_steps:
         return cfg.train.total_steps
     steps = total_steps_from(cfg.train.epochs, tokens_per_epoch, global_batch_rows(cfg) * cfg.data.seq_len)
@@ -75,6 +91,7 @@ def resolve_total_steps(cfg: Config, tokens_per_epoch: int) -> int:
 
 
 def bp_for_step(cfg: Config, step: int, total: int) -> Optional[int]:
+    """bp_steps of a (1-based) step for HRM; None (full backprop) for the Transformer baseline."""
     return bp_steps_at(step, total, cfg.model) if cfg.model.arch == "hrm" else None
 
 
@@ -102,7 +119,11 @@ def _git_sha() -> str:
 
 
 class _Preemption:
-    """SIGTERM sets a flag; the loop saves a checkpoint and exits cleanly at the next step boundary."""
+    """SIGTERM sets a flag; the loop saves a checkpoint and exits cleanly at the next step boundary.
+
+    Single process only: on multi-host, hosts would see the signal at different steps, so the loop
+    uses Orbax's `reached_preemption(step)` (JAX's coordination service agrees on one step) instead.
+    """
 
     def __init__(self):
         self.requested = False
@@ -131,10 +152,18 @@ def train(cfg: Config) -> dict[str, Any]:
     from hrm.data.pipeline import make_train_iterator, to_global
 
     rows = global_batch_rows(cfg)
-    data_iter = make_train_iterator(data_dir, seq_len=cfg.data.seq_len, global_batch_rows=rows,
-                                    seed=cfg.data.shuffle_seed, process_index=proc, process_count=nproc,
-                                    overlong=cfg.data.overlong, worker_count=cfg.data.worker_count,
-                                    prefetch=cfg.data.prefetch, lookahead=cfg.data.lookahead or None)
+    check_batch_layout(cfg, rows, dict(mesh.shape), nproc)
+    try:
+        data_iter = make_train_iterator(data_dir, seq_len=cfg.data.seq_len, global_batch_rows=rows,
+                                        seed=cfg.data.shuffle_seed, process_index=proc, process_count=nproc,
+                                        overlong=cfg.data.overlong, worker_count=cfg.data.worker_count,
+                                        prefetch=cfg.data.prefetch, lookahead=cfg.data.lookahead or None)
+    except ValueError as e:  # inconsistent data/batch settings, reported by the pipeline
+        raise ConfigError(f"data pipeline ({data_dir}): {e}") from e
+    data_vocab = int(data_iter.source.meta.get("padded_vocab_size") or data_iter.source.meta.get("vocab_size") or 0)
+    if data_vocab > cfg.model.vocab_size:
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the vocabulary of the data in "
+                          f"{data_dir} ({data_vocab} ids); out-of-range ids would turn into NaNs")
     total = resolve_total_steps(cfg, data_iter.total_tokens)
 
     # ---- model state
@@ -169,7 +198,7 @@ def train(cfg: Config) -> dict[str, Any]:
     steps = StepCache(cfg, spec, tx, total, shardings, b_sharding)
     writer = MetricsWriter(run_dir, cfg.logging, process_index=proc, run_config=to_dict(cfg), run_name=cfg.name)
     bar = ProgressBar(total, initial=start, enabled=cfg.logging.progress_bar and proc == 0)
-    preempt = _Preemption()
+    preempt = _Preemption() if nproc == 1 else None  # multi-host: Orbax syncs the preemption step
     device_kind = jax.devices()[0].device_kind
     summary: dict[str, Any] = {"start_step": start, "total_steps": total, "losses": {}}
     pending = None
@@ -219,12 +248,12 @@ def train(cfg: Config) -> dict[str, Any]:
             ckpt.save(step, state, data_iter=data_iter, meta=meta)
             if fault and fault[1] == step:
                 os.kill(os.getpid(), getattr(signal, fault[0]))
-            if preempt.requested:
+            if (preempt.requested if preempt else ckpt.reached_preemption(step)):
                 drain(pending)
                 pending = None
                 ckpt.save(step, state, data_iter=data_iter, meta=meta, force=True)
                 ckpt.wait()
-                _info(proc, f"SIGTERM: saved checkpoint at step {step}; exiting cleanly")
+                _info(proc, f"SIGTERM/preemption: saved checkpoint at step {step}; exiting cleanly")
                 summary["preempted_at"] = step
                 break
         if pending is not None:
@@ -261,6 +290,11 @@ def _check_resumable(cfg: Config, meta: dict, where: Path) -> None:
     current = to_dict(cfg)["model"]
     diff = {k: (saved.get(k), v) for k, v in current.items()
             if k not in ("remat", "attention_backend", "compute_dtype") and saved.get(k) != v}
+    saved_optim = (meta.get("config") or {}).get("optim") or {}
+    changed = {k: (saved_optim.get(k), v) for k, v in to_dict(cfg)["optim"].items() if saved_optim.get(k, v) != v}
+    if changed:
+        print(f"warning: resuming {where} with changed optimiser settings "
+              f"{ {f'optim.{k}': v for k, v in changed.items()} } (checkpoint, config)", file=sys.stderr)
     if diff:
         detail = ", ".join(f"model.{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in sorted(diff.items()))
         raise ConfigError(f"cannot resume {where}: it was written with a different model ({detail}). Use a new "

@@ -56,7 +56,8 @@ def loss_and_grads(spec: ModelSpec, params: dict, buffers: dict, batch: dict, bp
     def body(acc, mb):
         (_, sums), g = grad_fn(params, mb)
         acc_sums, acc_g = acc
-        return (jax.tree.map(jnp.add, acc_sums, sums), jax.tree.map(jnp.add, acc_g, g)), None
+        acc_g = jax.tree.map(lambda a, b: a + b.astype(jnp.float32), acc_g, g)
+        return (jax.tree.map(jnp.add, acc_sums, sums), acc_g), None
 
     zero_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
     zero_s = {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "count", "correct", "seq_count", "seq_correct")}
@@ -77,7 +78,8 @@ def train_step(state: dict, batch: dict, *, cfg: Config, spec: ModelSpec, tx, to
     updates, new_opt = tx.update(grads, opt, params, active=active)
     new_params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), params, updates)
     loss = sums["loss_sum"] / count
-    finite = jnp.isfinite(loss)
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     if cfg.train.nan_policy == "skip":
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
         new_params = keep(new_params, params)
@@ -88,7 +90,7 @@ def train_step(state: dict, batch: dict, *, cfg: Config, spec: ModelSpec, tx, to
     metrics = finalize_metrics(sums)
     metrics.update(
         lr=lr_at(opt.count + 1, cfg.optim, total_steps),
-        grad_norm=jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))),
+        grad_norm=grad_norm,
         finite=finite,
     )
     return new_state, metrics
