@@ -133,7 +133,7 @@ def process_unit(unit: Unit, cfg: UnitConfig) -> dict:
         for (line, ex), it, rt in zip(pending, insts, resps):
             if writer is None:
                 new_writer()
-            inst = [tok.special.boq, *tok.special.condition_ids(ex.condition), *it, tok.special.eoq]
+            inst = tok.special.wrap_instruction(it, ex.condition)
             resp = [*rt, tok.special.eoa]
             writer.write(inst, resp)
             stats["lengths"].append((len(inst), len(resp)))

@@ -30,6 +30,19 @@ CONDITION_TOKENS: dict[str, str] = {
 STRUCTURAL_TOKENS: tuple[str, ...] = (BOQ, EOQ, EOA, *CONDITION_TOKENS.values())
 
 
+def split_condition(condition: str) -> list[str]:
+    """Comma-separated condition names in the given order ("synth,cot" -> ["synth", "cot"]; "" -> []).
+
+    SPEC §4.1: composite conditions are emitted in the order written; an empty condition adds no token
+    (SPEC §12 item 4). Unknown names are an error.
+    """
+    names = [c.strip() for c in condition.split(",") if c.strip()]
+    for name in names:
+        if name not in CONDITION_TOKENS:
+            raise ValueError(f"unknown condition {name!r} in {condition!r}; known: {sorted(CONDITION_TOKENS)}")
+    return names
+
+
 def padded_size(vocab_size: int, multiple: int = 256) -> int:
     """Vocabulary rounded up to a multiple of 256, as the reference loader does (SPEC §6.6)."""
     return -(-vocab_size // multiple) * multiple
@@ -64,13 +77,11 @@ class SpecialIds:
 
     def condition_ids(self, condition: str) -> list[int]:
         """Ids for a comma-separated condition string, in the given order ("synth,cot", SPEC §4.1)."""
-        out = []
-        for name in condition.split(","):
-            name = name.strip()
-            if name not in self.conditions:
-                raise ValueError(f"unknown condition {name!r} in {condition!r}; known: {sorted(self.conditions)}")
-            out.append(self.conditions[name])
-        return out
+        return [self.conditions[name] for name in split_condition(condition)]
+
+    def wrap_instruction(self, text_ids: Sequence[int], condition: str) -> list[int]:
+        """[BOQ] + condition ids + text ids + [EOQ]: the instruction segment (SPEC §4.1, §7.1)."""
+        return [self.boq, *self.condition_ids(condition), *text_ids, self.eoq]
 
     @property
     def structural(self) -> frozenset[int]:
@@ -115,8 +126,7 @@ class Tokenizer:
 
     def encode_instruction(self, text: str, condition: str = "direct") -> list[int]:
         """[BOQ] + condition ids + encode(text) + [EOQ] (SPEC §4.1)."""
-        s = self.special
-        return [s.boq, *s.condition_ids(condition), *self.encode(text), s.eoq]
+        return self.special.wrap_instruction(self.encode(text), condition)
 
     def encode_response(self, text: str) -> list[int]:
         """encode(text) + [EOA] (SPEC §4.1)."""

@@ -11,27 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-BOQ = "<|im_start|>"
-EOQ = "<|im_end|>"
-EOA = "<|box_end|>"
-CONDITION_TOKENS: dict[str, str] = {
-    "direct": "<|object_ref_start|>",
-    "cot": "<|object_ref_end|>",
-    "noisy": "<|quad_start|>",
-    "synth": "<|quad_end|>",
-}
-
-
-def split_condition(condition: str) -> list[str]:
-    """Comma-separated condition names in the given order ("synth,cot" -> ["synth", "cot"]; "" -> []).
-
-    SPEC §4.1: composite conditions are emitted in the order written. Unknown names are an error.
-    """
-    names = [c.strip() for c in condition.split(",") if c.strip()]
-    for name in names:
-        if name not in CONDITION_TOKENS:
-            raise ValueError(f"unknown condition {name!r} in {condition!r}; known: {sorted(CONDITION_TOKENS)}")
-    return names
+# The structural token strings and condition parsing live with the tokenizers (one definition).
+from hrm.data.tokenizer import BOQ, CONDITION_TOKENS, EOA, EOQ, split_condition  # noqa: F401
 
 
 def wrap_prompt(prompt: str, condition: str) -> str:
