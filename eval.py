@@ -68,7 +68,16 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def load_items(args: argparse.Namespace, tasks: str | list[str] | None = None):
-    from hrm.eval.tasks import load_tasks
+    """EvalItems of the requested tasks; the built-in dataset is generated on first use (file-locked)."""
+    from hrm.data.default_dataset import DEFAULT_ROOT
+    from hrm.eval.tasks import load_tasks, parse_tasks
+
+    wanted = parse_tasks(tasks or args.tasks)
+    if "default" in wanted and Path(args.default_dir).resolve() == DEFAULT_ROOT and \
+            not (DEFAULT_ROOT / "heldout.jsonl").is_file():
+        from hrm.data.default_dataset import ensure_default_dataset
+
+        ensure_default_dataset()
 
     return load_tasks(tasks or args.tasks, args.data_dir or "", args.variant, args.limit or 0,
                       args.max_context or 0, default_dir=args.default_dir,
