@@ -195,7 +195,13 @@ def train(cfg: Config) -> dict[str, Any]:
                 f"devices x {nproc} processes | batch {rows}x{cfg.data.seq_len} | {total} steps | "
                 f"packing efficiency {stats.get('packing_efficiency', float('nan')):.3f} | data {data_dir}")
 
-    steps = StepCache(cfg, spec, tx, total, shardings, b_sharding)
+    def on_compile(bp, info):
+        mib = lambda k: f"{info[k] / 2**20:.0f} MiB" if k in info else "n/a"  # noqa: E731
+        _info(proc, f"compiled train step (bp_steps={bp}) in {info['compile_s']:.1f}s; per device: arguments "
+                    f"{mib('argument_bytes')}, temporaries {mib('temp_bytes')}")
+        summary.setdefault("compiles", {})[str(bp)] = info
+
+    steps = StepCache(cfg, spec, tx, total, shardings, b_sharding, on_compile=on_compile)
     writer = MetricsWriter(run_dir, cfg.logging, process_index=proc, run_config=to_dict(cfg), run_name=cfg.name)
     bar = ProgressBar(total, initial=start, enabled=cfg.logging.progress_bar and proc == 0)
     preempt = _Preemption() if nproc == 1 else None  # multi-host: Orbax syncs the preemption step
@@ -241,7 +247,7 @@ def train(cfg: Config) -> dict[str, Any]:
             real_tokens = float((local["segment_ids"] > 0).sum()) * nproc
             visible = visible_keys_sum(local, cfg.model.attn_type == "causal") * nproc
             batch = to_global(local, mesh, PartitionSpec(*b_sharding.spec))
-            state, metrics = steps(bp)(state, batch)
+            state, metrics = steps(bp, state, batch)(state, batch)
             if pending is not None:
                 drain(pending)
             pending = (step, metrics, bp, data_wait, real_tokens, visible)

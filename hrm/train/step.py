@@ -13,6 +13,7 @@ total is divided once by the global count, so the update equals the unaccumulate
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any, Optional
 
 import jax
@@ -106,17 +107,33 @@ def compile_train_step(cfg: Config, spec: ModelSpec, tx, total_steps: int, bp_st
 
 
 class StepCache:
-    """At most one compiled step per distinct bp_steps value (4 variants with the default schedule)."""
+    """At most one compiled step per distinct bp_steps value (4 variants with the default schedule).
 
-    def __init__(self, cfg: Config, spec: ModelSpec, tx, total_steps: int, state_shardings: dict, batch_sharding):
+    Each variant is compiled ahead of its first use (`.lower(state, batch).compile()`), and its compile
+    time and per-device memory are reported through `on_compile(bp_steps, info)` (STYLE §7).
+    """
+
+    def __init__(self, cfg: Config, spec: ModelSpec, tx, total_steps: int, state_shardings: dict, batch_sharding,
+                 on_compile=None):
         self._args = (cfg, spec, tx, total_steps)
         self._shardings = (state_shardings, batch_sharding)
         self._fns: dict[Optional[int], Any] = {}
+        self._on_compile = on_compile
 
-    def __call__(self, bp_steps: Optional[int]):
+    def __call__(self, bp_steps: Optional[int], state: dict, batch: dict):
+        """The compiled step for `bp_steps`, compiling it for these argument shapes on first use."""
         if bp_steps not in self._fns:
             cfg, spec, tx, total = self._args
-            self._fns[bp_steps] = compile_train_step(cfg, spec, tx, total, bp_steps, *self._shardings)
+            t0 = time.perf_counter()
+            compiled = compile_train_step(cfg, spec, tx, total, bp_steps, *self._shardings).lower(state, batch).compile()
+            mem = compiled.memory_analysis()
+            info = {"compile_s": time.perf_counter() - t0}
+            if mem is not None:
+                info.update(argument_bytes=mem.argument_size_in_bytes, temp_bytes=mem.temp_size_in_bytes,
+                            output_bytes=mem.output_size_in_bytes)
+            self._fns[bp_steps] = compiled
+            if self._on_compile:
+                self._on_compile(bp_steps, info)
         return self._fns[bp_steps]
 
     @property
