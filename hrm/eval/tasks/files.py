@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Iterable, Optional
 
+from hrm.data.tokenizer import file_sha256
 from hrm.eval.tasks.base import MissingDataError, TaskError
 
 # Full sha256 of single release files (SOURCES.md, SHA256SUMS). HellaSwag train: only the published prefix is known.
@@ -71,11 +72,7 @@ def sha256_file(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASH_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _HASH_CACHE[key] = h.hexdigest()
+        _HASH_CACHE[key] = file_sha256(path)
     return _HASH_CACHE[key]
 
 
