@@ -30,6 +30,7 @@ from hrm.train.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, load_params
 from hrm.train.flops import flops_per_step, mfu
 from hrm.train.metrics import MetricsWriter, ProgressBar
 from hrm.train.schedules import bp_steps_at, total_steps_from
+from hrm.train.setup import check_batch_layout, global_batch_rows  # noqa: F401 - re-exported (aot.py)
 from hrm.train.state import abstract_state, init_state, make_optimizer, model_spec, state_sharding
 from hrm.train.step import StepCache
 
@@ -51,33 +52,6 @@ def resolve_data_dir(cfg: Config) -> Path:
     from hrm.data.default_dataset import ensure_default_dataset
 
     return ensure_default_dataset()
-
-
-def global_batch_rows(cfg: Config) -> int:
-    """Rows of `data.seq_len` tokens per global batch, from train.global_batch_rows or _tokens."""
-    t = cfg.train
-    if t.global_batch_rows:
-        return t.global_batch_rows
-    if t.global_batch_tokens:
-        if t.global_batch_tokens % cfg.data.seq_len:
-            raise ConfigError(f"train.global_batch_tokens={t.global_batch_tokens} is not a multiple of "
-                              f"data.seq_len={cfg.data.seq_len}")
-        return t.global_batch_tokens // cfg.data.seq_len
-    raise ConfigError("set train.global_batch_tokens or train.global_batch_rows")
-
-
-def check_batch_layout(cfg: Config, rows: int, mesh_shape: dict, process_count: int) -> None:
-    """Rows (and each microbatch) must split evenly over the data x fsdp batch shards, and every host
-    must own whole batch shards, else JAX fails deep inside with an IndivisibleError."""
-    shards = mesh_shape.get("data", 1) * mesh_shape.get("fsdp", 1)
-    per_micro = rows // cfg.train.microbatches
-    if rows % cfg.train.microbatches or per_micro % shards:
-        raise ConfigError(f"global batch of {rows} rows (train.microbatches={cfg.train.microbatches}) does not split "
-                          f"over the {shards} data x fsdp batch shards of mesh {mesh_shape}; change "
-                          f"train.global_batch_rows/_tokens or mesh.data/fsdp/tensor")
-    if shards % process_count:
-        raise ConfigError(f"mesh data x fsdp = {shards} is not a multiple of the {process_count} processes: each host "
-                          f"must own whole batch shards (put the tensor axis within a host)")
 
 
 def resolve_total_steps(cfg: Config, tokens_per_epoch: int) -> int:
