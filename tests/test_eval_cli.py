@@ -1,6 +1,7 @@
 """`eval.py` no-model modes via subprocess: --dump_prompts, --rescore, --dry_run (SPEC §7)."""
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -121,6 +122,18 @@ def test_no_model_modes_do_not_import_jax(repo_root, benchdata_dir, tmp_path, mo
     assert proc.returncode == 0, proc.stderr
 
 
+def _fake_info(checkpoint, data_path=""):
+    """`checkpoint_info` of a fake checkpoint at step 7 whose config trained on `data_path`."""
+    import dataclasses
+    import types
+
+    from hrm.config import Config
+
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=data_path))
+    return types.SimpleNamespace(step_dir=checkpoint, step=7, config=cfg)
+
+
 def test_model_path_with_fake_loader(repo_root, benchdata_dir, tmp_path, monkeypatch, capsys):
     """--checkpoint calls hrm.eval.model_loading.load_generator(checkpoint, args) and writes the results."""
     import types
@@ -136,14 +149,17 @@ def test_model_path_with_fake_loader(repo_root, benchdata_dir, tmp_path, monkeyp
         gen.max_context = 4096
         return gen, CharTokenizer(), "XL"
 
-    monkeypatch.setitem(sys.modules, "hrm.eval.model_loading", types.SimpleNamespace(load_generator=load_generator))
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    monkeypatch.setitem(sys.modules, "hrm.eval.model_loading",
+                        types.SimpleNamespace(load_generator=load_generator, checkpoint_info=_fake_info))
     monkeypatch.syspath_prepend(str(repo_root))
     import eval as eval_cli
 
     out = tmp_path / "res"
-    rc = eval_cli.main(["--checkpoint", "ckpt/x", "--tasks", "winogrande,gsm8k", "--data_dir", str(benchdata_dir),
+    rc = eval_cli.main(["--checkpoint", str(ckpt), "--tasks", "winogrande,gsm8k", "--data_dir", str(benchdata_dir),
                         "--limit", "4", "--out", str(out), "--batch_size", "3", "--no_progress"])
-    assert rc == 0 and seen == {"checkpoint": "ckpt/x", "batch": 3}
+    assert rc == 0 and seen == {"checkpoint": str(ckpt), "batch": 3}
     saved = json.loads((out / "results.json").read_text())
     assert saved["size"] == "XL" and saved["counts"] == {"winogrande": 4, "gsm8k": 4}
     assert saved["metrics"]["winogrande"]["faithful"]["acc"] == 0.5        # golds B, A, B, A for the first four
@@ -163,3 +179,116 @@ def test_items_longer_than_the_model_context_are_capped(repo_root, benchdata_dir
     assert [it.max_context for it in capped] == [256] * 4
     assert "winogrande" in capsys.readouterr().err
     assert eval_cli.cap_context(items, 8192) == items
+
+
+# ---------------------------------------------------------------- fresh-clone friendly (no ../shared needed)
+def _cli(repo_root, monkeypatch):
+    monkeypatch.syspath_prepend(str(repo_root))
+    import eval as eval_cli
+
+    return eval_cli
+
+
+def _fake_model(monkeypatch, respond, data_path=""):
+    """Replace the JAX model path with a fake generator (character tokenizer) and a fake checkpoint at step 7."""
+    import types
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_eval_runner import CharTokenizer, FakeGenerator
+
+    def load_generator(checkpoint, args):
+        gen = FakeGenerator(respond)
+        gen.max_context = 4096
+        return gen, CharTokenizer(), None
+
+    monkeypatch.setitem(sys.modules, "hrm.eval.model_loading", types.SimpleNamespace(
+        load_generator=load_generator, checkpoint_info=lambda c: _fake_info(c, data_path)))
+
+
+@pytest.mark.parametrize("checkpoint,named", [("nope/run", "nope/run does not exist"),
+                                              ("random:nope.yaml", "config file nope.yaml does not exist")])
+def test_missing_checkpoint_is_reported_first(repo_root, monkeypatch, capsys, checkpoint, named):
+    """Before any data is read or the built-in dataset generated, naming the flag (issue 13)."""
+    eval_cli = _cli(repo_root, monkeypatch)
+
+    def must_not_run(*a, **k):
+        raise AssertionError("data work before the checkpoint check")
+
+    monkeypatch.setattr(eval_cli, "ensure_default_dataset", must_not_run)
+    monkeypatch.setattr(eval_cli, "load_items", must_not_run)
+    assert eval_cli.main(["--checkpoint", checkpoint]) == 2
+    err = capsys.readouterr().err
+    assert f"--checkpoint {checkpoint}" in err and named in err
+
+
+def test_own_heldout_file(repo_root, tmp_path, monkeypatch, capsys):
+    """--heldout FILE scores your own pairs (task `default`, exact match, groups with their n); the step and
+    the output directory are printed."""
+    heldout = tmp_path / "mine.jsonl"
+    rows = [{"instruction": "1+1=", "response": "2", "task": "add"}, {"instruction": "2+2=", "response": "4",
+                                                                     "task": "add"},
+            {"prompt": "reverse abc", "completion": "cba", "condition": "cot", "task": "reverse"}]
+    heldout.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _fake_model(monkeypatch, lambda p, s: {"1+1=": " 2 ", "2+2=": "5", "reverse abc": "cba"}[p],
+                data_path="/data/mine")
+    eval_cli = _cli(repo_root, monkeypatch)
+    (tmp_path / "ckpt").mkdir()
+    out = tmp_path / "res"
+    rc = eval_cli.main(["--checkpoint", str(tmp_path / "ckpt"), "--heldout", str(heldout), "--out", str(out),
+                        "--no_progress"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "step 7" in captured.err and str(out) in captured.err and "data.path" not in captured.err
+    md = (out / "results.md").read_text()
+    assert "## default (exact match)" in md and "step 7" in md
+    assert "| overall | 66.67 | 3 |" in md and "| add | 50.00 | 2 |" in md and "| reverse | 100.00 | 1 |" in md
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["heldout"] == str(heldout) and saved["step"] == 7 and saved["counts"] == {"default": 3}
+
+
+def test_training_data_warning(repo_root, tmp_path, monkeypatch):
+    """A checkpoint trained on other data than the built-in set, evaluated on the built-in held-out tasks,
+    gets a warning naming --heldout; not when a held-out file is given or the data is the built-in one."""
+    eval_cli = _cli(repo_root, monkeypatch)
+    (tmp_path / "ckpt").mkdir()
+
+    def warning(argv, data_path):
+        args = eval_cli.resolve(eval_cli.build_parser().parse_args(["--checkpoint", str(tmp_path / "ckpt"), *argv]))
+        return eval_cli.training_data_warning(args, _fake_info(None, data_path).config)
+
+    message = warning([], "/data/mine")
+    assert "data.path=/data/mine" in message and "--heldout FILE" in message
+    assert warning([], "") is None and warning(["--heldout", "x.jsonl"], "/data/mine") is None
+    assert warning(["--tasks", "gsm8k"], "/data/mine") is None
+
+
+def test_heldout_needs_the_default_task(repo_root, monkeypatch, tmp_path, capsys):
+    eval_cli = _cli(repo_root, monkeypatch)
+    assert eval_cli.main(["--tasks", "gsm8k", "--heldout", "x.jsonl", "--dry_run"]) == 2
+    assert "--heldout is scored by task `default`" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::hrm.eval.errors.DataIntegrityWarning")  # generated files
+def test_dry_run_shows_the_generation_cap(repo_root, tmp_path, monkeypatch, capsys):
+    from hrm.data.tokenizer import train_sentencepiece
+
+    (tmp_path / "gsm8k").mkdir()
+    (tmp_path / "gsm8k/test.jsonl").write_text(json.dumps({"question": "What is 2+2?", "answer": "#### 4"}) + "\n")
+    for name, n in (("dev", 2), ("train", 5)):
+        (tmp_path / f"boolq/{name}.jsonl").parent.mkdir(exist_ok=True)
+        (tmp_path / f"boolq/{name}.jsonl").write_text("".join(json.dumps(
+            {"question": "is it", "title": "t", "answer": True, "passage": "It is."}) + "\n" for _ in range(n)))
+    train_sentencepiece([f"what is {i} plus {i}? it is {2 * i}." for i in range(200)], tmp_path / "tok.model",
+                        vocab_size=300)
+    eval_cli = _cli(repo_root, monkeypatch)
+    argv = ["--tasks", "gsm8k,boolq", "--data_dir", str(tmp_path), "--dry_run"]
+    assert eval_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "gsm8k: 1 items, condition synth,cot, max_context 3072, max_tokens unset (generates until EOA or " \
+           "max_context − prompt tokens)" in out
+    assert "boolq: 2 items, condition direct, max_context 4096, max_tokens 1" in out and "None" not in out
+    assert eval_cli.main(argv + ["--tokenizer", str(tmp_path / "tok.model"), "--max_context", "400"]) == 0
+    lines = {x.split(":")[0]: x for x in capsys.readouterr().out.splitlines() if ": " in x}
+    n_prompt = int(lines["gsm8k"].split("prompt tokens max ")[1].split()[0])
+    assert f"generation cap max {400 - n_prompt} tokens" in lines["gsm8k"]
+    assert "generation cap max 1 tokens" in lines["boolq"]

@@ -5,9 +5,11 @@ import json
 import pytest
 
 import hrm.eval.runner as runner
-from hrm.eval.runner import rescore_records, run_tasks
+from hrm.eval.item import EvalItem
+from hrm.eval.rescore import rescore_records
+from hrm.eval.runner import run_tasks
+from hrm.eval.task import gen_item, mcq_item
 from hrm.eval.tasks import load_tasks
-from hrm.eval.tasks.base import EvalItem, gen_item, mcq_item
 
 BOQ, EOQ, EOA = 1, 2, 3
 CONDITIONS = {"direct": 4, "cot": 5, "noisy": 6, "synth": 7}
@@ -52,9 +54,9 @@ def _items():
     return [
         mcq_item("boolq", "b0", "Is it?\nA. Yes\nB. No\nAnswer:", "A", 2, "faithful"),
         mcq_item("boolq", "b1", "Not it?\nA. Yes\nB. No\nAnswer:", "B", 2, "faithful"),
-        gen_item("gsm8k", "g0", "What is 6*3?", 18),
-        gen_item("gsm8k", "g1", "What is 2+2?", 4),
-        gen_item("math", "m0", "Compute 1/2.", "\\frac{1}{2}"),
+        gen_item("gsm8k", "g0", "What is 6*3?", 18, "synth,cot"),
+        gen_item("gsm8k", "g1", "What is 2+2?", 4, "synth,cot"),
+        gen_item("math", "m0", "Compute 1/2.", "\\frac{1}{2}", "synth,cot"),
         EvalItem("boolq", "long", "direct", "x" * 50, "A", max_context=40, max_tokens=1, num_choices=2),
     ]
 
@@ -107,10 +109,10 @@ def test_batching_groups_by_generation_kwargs(tmp_path):
 def test_majority_vote_over_samples():
     answers = {0: "\\boxed{18}", 1_000_003: "\\boxed{17}", 2_000_006: "\\boxed{18.0}"}
     gen = FakeGenerator(lambda prompt, seed: answers[seed])
-    result = run_tasks(gen, CharTokenizer(), [gen_item("gsm8k", "g0", "What is 6*3?", 18)], num_samples=3,
+    result = run_tasks(gen, CharTokenizer(), [gen_item("gsm8k", "g0", "What is 6*3?", 18, "synth,cot")], num_samples=3,
                        temperature=0.6, progress=False)
     with pytest.warns(UserWarning, match="greedy"):
-        run_tasks(gen, CharTokenizer(), [gen_item("gsm8k", "g0", "What is 6*3?", 18)], num_samples=2,
+        run_tasks(gen, CharTokenizer(), [gen_item("gsm8k", "g0", "What is 6*3?", 18, "synth,cot")], num_samples=2,
                   progress=False)
     rec = result["records"][0]
     assert rec["predictions"] == ["\\boxed{18}", "\\boxed{17}", "\\boxed{18.0}"]
@@ -143,3 +145,56 @@ def test_default_tasks_end_to_end(tmp_path):
     m = result["metrics"]["default"]["faithful"]
     assert m["acc"] == pytest.approx(2 / 3) and m["acc_add"] == 0.5 and m["acc_reverse"] == 1.0 and m["n"] == 3
     assert "## default (exact match)" in (tmp_path / "res/results.md").read_text()
+
+
+def _protocol_items(variant):
+    """The same four questions built for `variant`: an ARC-like item whose shots differ between variants
+    (SPEC §7.3), an MCQ prompt of 3,500+ tokens (inside the faithful 4096 context, over the corrected 3072),
+    and two items whose plans are equal under both variants."""
+    shot_answer = {"faithful": "1", "corrected": "A"}[variant]
+    return [
+        mcq_item("boolq", "same", "Is it?\nA. Yes\nB. No\nAnswer:", "A", 2, variant),
+        mcq_item("boolq", "long", "L" * 3500 + "?\nA. Yes\nB. No\nAnswer:", "A", 2, variant),
+        mcq_item("arc_challenge", "arc", f"Shot?\nA. x\nB. y\nAnswer: {shot_answer}\n\nQ?\nA. x\nB. y\nAnswer:",
+                 {"faithful": "1", "corrected": "A"}[variant], 2, variant,
+                 meta={"gold_faithful": "1", "gold_corrected": "A"}),
+        gen_item("gsm8k", "g0", "What is 6*3?", 18, "synth,cot"),
+    ]
+
+
+def _protocol_respond(prompt, seed):
+    if "Answer: 1\n\nQ?" in prompt:
+        return "B"                          # the faithful (digit-gold) shots lead the model astray
+    return "A" if ("Q?" in prompt or "Is it?" in prompt or "LLL" in prompt) else "\\boxed{18}"
+
+
+def test_both_protocols_generate_their_own_prompts(tmp_path):
+    gen = FakeGenerator(_protocol_respond)
+    result = run_tasks(gen, CharTokenizer(), _protocol_items("faithful"), twins=_protocol_items("corrected"),
+                       out_dir=tmp_path, progress=False)
+    # Run groups first (MCQ 4096: same, long, arc; GSM8K), then the one twin that differs (ARC at 3072);
+    # the long twin is over the corrected context, so it is skipped without a call.
+    assert [c["n"] for c in gen.calls] == [3, 1, 1]
+    recs = {r["id"]: r for r in result["records"]}
+    assert all(r["both_protocols"] for r in recs.values())
+    assert "rerun" not in recs["same"] and "rerun" not in recs["g0"]
+    assert recs["long"]["rerun"]["skipped"] and recs["long"]["rerun"]["prediction"] == ""
+    assert recs["long"]["variants"]["faithful"]["score"] == 1.0
+    assert recs["long"]["variants"]["corrected"] == {"extracted": "", "correct": False, "score": 0.0,
+                                                     "invalid": True, "gold": "A"}
+    assert recs["arc"]["prediction"] == "B" and recs["arc"]["rerun"]["prediction"] == "A"
+    assert recs["arc"]["variants"]["faithful"]["score"] == 0.0 and recs["arc"]["variants"]["corrected"]["correct"]
+    m = result["metrics"]
+    assert (m["boolq"]["faithful"]["acc"], m["boolq"]["corrected"]["acc"]) == (1.0, 0.5)
+    assert (m["boolq"]["faithful"]["n_skipped"], m["boolq"]["corrected"]["n_skipped"]) == (0, 1)
+    assert (m["arc_challenge"]["faithful"]["acc"], m["arc_challenge"]["corrected"]["acc"]) == (0.0, 1.0)
+    assert "| ours (corrected prompts) |" in result["markdown"]
+    assert json.loads((tmp_path / "results.json").read_text())["both_protocols"] is True
+    # The predictions file rescores to the same numbers, reruns included.
+    again = rescore_records([json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()])
+    assert [r["variants"] for r in again] == [r["variants"] for r in result["records"]]
+    # A corrected run with faithful twins reports the same two protocols.
+    swapped = run_tasks(FakeGenerator(_protocol_respond), CharTokenizer(), _protocol_items("corrected"),
+                        twins=_protocol_items("faithful"), variant="corrected", progress=False)
+    assert {t: {v: x["acc"] for v, x in vs.items()} for t, vs in swapped["metrics"].items()} == \
+        {t: {v: x["acc"] for v, x in vs.items()} for t, vs in m.items()}

@@ -2,15 +2,14 @@
 
 import pytest
 
-from hrm.eval.scoring import score_item, vote_key
-from hrm.eval.scoring.aggregate import aggregate
+from hrm.eval.item import EvalItem
+from hrm.eval.metrics import aggregate, pick_majority, score_item, vote_key
 from hrm.eval.scoring.boxed import last_boxed
 from hrm.eval.scoring.drop import drop_golds, em_f1, normalize_answer, score_drop
 from hrm.eval.scoring.gsm8k import gsm8k_extract, gsm8k_gold, score_gsm8k
 from hrm.eval.scoring.hendrycks_math import math_gold, score_math
 from hrm.eval.scoring.mcq import score_mcq
-from hrm.eval.scoring.vote import majority_vote, pick_majority
-from hrm.eval.tasks.base import EvalItem
+from hrm.eval.scoring.vote import majority_vote
 
 
 # ---------------------------------------------------------------- MCQ letters

@@ -199,7 +199,7 @@ def test_default_tasks(tmp_path):
     rows = [{"task": "add", "id": "add-0", "instruction": "1+1=", "response": "2", "condition": "direct"},
             {"task": "sort", "id": "sort-0", "instruction": "sort 3 1 2", "response": "1 2 3", "condition": "cot"}]
     _jsonl(tmp_path / "heldout.jsonl", rows)
-    items = load_tasks("default", tmp_path, default_max_tokens=16)
+    items = load_tasks("default", tmp_path, options={"default": {"max_tokens": 16}})
     assert [(it.id, it.subject, it.condition, it.max_tokens, it.max_context) for it in items] == [
         ("add-0", "add", "direct", 16, 256), ("sort-0", "sort", "cot", 16, 256)]
     assert items[1].wrapped == "<|im_start|><|object_ref_end|>sort 3 1 2<|im_end|>"

@@ -1,14 +1,17 @@
-"""Evaluation of HRM-Text on the eight paper benchmarks and the built-in default tasks (SPEC §7).
+"""Evaluation of HRM-Text on the eight paper benchmarks and held-out instruction/response files (SPEC §7).
 
-Layout (each piece importable without JAX, so `eval.py --dump_prompts/--rescore/--dry_run` stay fast):
+Layout (everything but `generate` and `model_loading` imports without JAX, so `eval.py --dump_prompts/--rescore/
+--dry_run` stay fast):
 
-* `prompts`   — condition tokens, prompt wrapping and the per-benchmark prompt strings (SPEC §4.1, §7.1-§7.9).
-* `tasks`     — readers of the original release files, one module per benchmark, plus `registry` (SPEC §7.12).
-* `scoring`   — answer extraction, per-example scorers (faithful and corrected, SPEC §7.11), majority vote,
-                and per-task aggregation.
-* `runner`    — `run_tasks(generator, tokenizer, items, ...)`: batching, generation, scoring, JSONL/JSON output.
-* `results`   — Markdown tables in the paper's layout beside the published numbers (`published`, SPEC §8).
-
-The KV-cache generation engine (`generate.py`) and checkpoint loading (`model_loading.py`) live in sibling
-modules written separately; this package only assumes the small interfaces documented in `runner`.
+* `task`      — `Task`, the spec of one benchmark (reader, prompt builder, scorer per variant, vote key,
+                aggregate, primary metric, published numbers), and the shared pieces of the MCQ and generation kinds.
+* `tasks`     — one module per benchmark, each exporting `TASK`, and the registry that discovers them
+                (`get_task`, `parse_tasks`, `load_tasks`).
+* `item`, `errors`, `prompts`, `release_files` — the evaluation item, errors, prompt strings, release-file checks.
+* `scoring`   — answer extraction and per-example scorers, majority vote, task-independent aggregates.
+* `metrics`   — scores and per-task metrics through the specs (both variants of SPEC §7.11).
+* `runner`    — `run_tasks(generator, tokenizer, items, ...)`: batching, generation, scoring, output files.
+* `results`, `published` — Markdown tables beside the published numbers (SPEC §8), JSON/JSONL files.
+* `rescore`   — scoring a predictions file without a model.
+* `generate`, `model_loading` — the KV-cache generation engine and checkpoint loading (JAX).
 """

@@ -21,7 +21,13 @@ import jax
 import jax.numpy as jnp
 
 from hrm.config import Config, MeshConfig, ModelConfig, load_config
+from hrm.convert.ckpt_io import config_from_meta, model_from_flat, read_checkpoint, read_meta
+from hrm.data.default_dataset import DEFAULT_ROOT
+from hrm.data.tokenizer import load_tokenizer, resolve_tokenizer_path
 from hrm.eval.generate import Generator
+from hrm.mesh import make_mesh
+from hrm.model import build_model
+from hrm.train.checkpoint import resolve_step_dir
 
 SIZE_FILES = {"B": "b.yaml", "L": "l.yaml", "XL": "xl.yaml", "XXL": "xxl.yaml"}
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -51,16 +57,12 @@ def _tokenizer_candidates(args: Any, cfg: Config, meta: dict, ckpt_dirs: list[Pa
     if cfg.data.path:
         cands.append(Path(cfg.data.path))
     else:
-        from hrm.data.default_dataset import DEFAULT_ROOT
-
         cands.append(DEFAULT_ROOT)  # the built-in default dataset
     return cands
 
 
 def find_tokenizer(args: Any, cfg: Config, meta: dict, ckpt_dirs: list[Path]):
     """The first loadable tokenizer among the candidates; FileNotFoundError listing them otherwise."""
-    from hrm.data.tokenizer import load_tokenizer, resolve_tokenizer_path
-
     tried = []
     for c in _tokenizer_candidates(args, cfg, meta, ckpt_dirs):
         try:
@@ -80,23 +82,37 @@ def data_parallel_mesh():
     """A ("data", "fsdp", "tensor") mesh with every device on "data", or None on one device."""
     if jax.device_count() == 1:
         return None
-    from hrm.mesh import make_mesh
-
     return make_mesh(MeshConfig(data=-1, fsdp=1, tensor=1))
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+    """What eval.py reports and checks before loading weights: the step directory and step (None for a
+    `random:` model) and the run config saved with the checkpoint (SPEC §7.1 eval dtype, training data)."""
+
+    step_dir: Optional[Path]
+    step: Optional[int]
+    config: Config
+
+
+def checkpoint_info(checkpoint: str) -> CheckpointInfo:
+    """Step dir, step and saved config of `checkpoint` (run / checkpoints / step dir, or `random:<config>`).
+
+    Raises FileNotFoundError when no finalized checkpoint is there, ValueError when its meta holds no config.
+    """
+    if checkpoint.startswith("random:"):
+        return CheckpointInfo(None, None, load_config(checkpoint[len("random:"):]))
+    step_dir = resolve_step_dir(checkpoint)
+    return CheckpointInfo(step_dir, int(step_dir.name), config_from_meta(read_meta(step_dir)))
 
 
 def load_model(checkpoint: str, *, use_ema: bool = True, dtype: str = "bfloat16", seed: int = 0):
     """(model, Config, meta, checkpoint dirs) with weights cast to `dtype` and compute in `dtype`."""
     dt = _dtype(dtype)
     if checkpoint.startswith("random:"):
-        from hrm.model import build_model
-
         cfg = load_config(checkpoint[len("random:"):])
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, compute_dtype=dtype, param_dtype=dtype))
         return build_model(cfg.model, seed=seed), cfg, {}, []
-    from hrm.convert.ckpt_io import model_from_flat, read_checkpoint
-    from hrm.train.checkpoint import resolve_step_dir
-
     step_dir = resolve_step_dir(checkpoint)
     cfg, params, buffers, meta = read_checkpoint(step_dir, use_ema=use_ema, param_dtype=dt)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, compute_dtype=dtype, param_dtype=dtype))

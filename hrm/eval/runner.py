@@ -12,23 +12,28 @@ Protocol (SPEC §7.1): prompt ids = [boq] + condition ids + encode(stripped prom
 >= max_context tokens is not sent and yields the empty prediction (scored invalid). Otherwise the budget is
 max_context - prompt_len, capped by max_tokens when set. Items with equal (max_context, max_tokens, temperature)
 are generated together in calls of `batch_size` prompts. With num_samples > 1 each item is sampled N times
-(seed + 1_000_003 * sample + chunk offset) and scored by majority vote (`hrm.eval.scoring.vote`).
+(seed + 1_000_003 * sample + chunk offset) and scored by majority vote (`hrm.eval.metrics.pick_majority`).
 Only process 0 writes files.
+
+Both protocols (SPEC §7.11): `twins` are the same questions built for the other variant. A twin whose prompt ids
+or token budget differ from the run item's (ARC shots with numeric labels, MCQ context 4096 vs 3072) is generated
+too and recorded under `rerun`; otherwise the run's generation is that variant's generation as well. The other
+variant's metrics then come from its own prompts and context.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Protocol, Sequence
 
+from tqdm import tqdm
+
+from hrm.eval.item import EvalItem, check_variant, other_variant
+from hrm.eval.metrics import aggregate, pick_majority, score_item
 from hrm.eval.prompts import prompt_ids
-from hrm.eval.scoring import score_item
-from hrm.eval.scoring.aggregate import aggregate
-from hrm.eval.scoring.vote import pick_majority
-from hrm.eval.tasks.base import EvalItem, check_variant
+from hrm.eval.results import render_markdown, write_outputs
 
 SAMPLE_SEED_STRIDE = 1_000_003
 
@@ -47,13 +52,17 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
+def _budget(item: EvalItem, n_prompt: int) -> int:
+    room = item.max_context - n_prompt
+    if room <= 0:
+        return 0
+    return room if item.max_tokens is None else min(item.max_tokens, room)
+
+
 def plan_item(tokenizer: Any, item: EvalItem) -> tuple[list[int], int]:
     """(prompt ids, max_new_tokens); max_new_tokens = 0 marks an over-long prompt that is not run (SPEC §7.1)."""
     ids = prompt_ids(tokenizer, item.prompt, item.condition)
-    room = item.max_context - len(ids)
-    if room <= 0:
-        return ids, 0
-    return ids, room if item.max_tokens is None else min(item.max_tokens, room)
+    return ids, _budget(item, len(ids))
 
 
 def _clean(ids: Sequence[int], eoa: Optional[int], limit: int) -> list[int]:
@@ -66,11 +75,13 @@ def _clean(ids: Sequence[int], eoa: Optional[int], limit: int) -> list[int]:
 
 def generate_all(generator: Generator, tokenizer: Any, items: Sequence[EvalItem], *, batch_size: int = 32,
                  num_samples: int = 1, seed: int = 0, temperature: Optional[float] = None,
-                 progress: bool = True) -> tuple[list[list[str]], list[dict]]:
-    """Predictions (num_samples strings per item, in item order) and per-item generation facts."""
-    from tqdm import tqdm
+                 progress: bool = True, plans: Optional[Sequence[tuple[list[int], int]]] = None
+                 ) -> tuple[list[list[str]], list[dict]]:
+    """Predictions (num_samples strings per item, in item order) and per-item generation facts.
 
-    plans = [plan_item(tokenizer, item) for item in items]
+    `plans` are the items' `plan_item` results when the caller already has them.
+    """
+    plans = list(plans) if plans is not None else [plan_item(tokenizer, item) for item in items]
     facts = [{"n_prompt_tokens": len(ids), "max_new_tokens": budget, "skipped": budget == 0}
              for ids, budget in plans]
     preds = [[""] * num_samples for _ in items]
@@ -98,33 +109,74 @@ def generate_all(generator: Generator, tokenizer: Any, items: Sequence[EvalItem]
     return preds, facts
 
 
+def _with_votes(item: EvalItem, predictions: Sequence[str]) -> dict[str, Any]:
+    """{"prediction"} for one sample, else the majority's representative plus all samples and its votes."""
+    if len(predictions) == 1:
+        return {"prediction": predictions[0]}
+    rep, _, votes = pick_majority(item, predictions)
+    return {"prediction": predictions[rep], "predictions": list(predictions), "votes": votes}
+
+
 def make_record(index: int, item: EvalItem, predictions: Sequence[str], variant: str,
-                facts: Optional[dict] = None) -> dict[str, Any]:
-    """One per-example JSONL record: identity, prediction(s), gold and both variants' scores."""
+                facts: Optional[dict] = None, rerun: Optional[dict] = None,
+                both_protocols: bool = False) -> dict[str, Any]:
+    """One per-example JSONL record: identity, prediction(s), gold and both variants' scores.
+
+    `rerun` = {"variant", "prediction", generation facts, ...} of the other variant's own generation when its
+    prompt or budget differed; `both_protocols` marks records whose other variant was checked (see module doc).
+    """
     rec: dict[str, Any] = {"task": item.task, "id": item.id, "prompt_index": index, "condition": item.condition}
     if item.subject is not None:
         rec["subject"] = item.subject
     if item.num_choices is not None:
         rec["num_choices"] = item.num_choices
     rec.update(facts or {})
-    if len(predictions) > 1:
-        rep, _, votes = pick_majority(item, predictions)
-        rec.update({"prediction": predictions[rep], "predictions": list(predictions), "votes": votes})
-    else:
-        rec["prediction"] = predictions[0]
+    rec.update(_with_votes(item, predictions))
     rec["gold"] = item.gold_json()
     if item.meta:
         rec["meta"] = item.meta
-    rec.update(score_item(item, rec["prediction"], variant))
+    if both_protocols:
+        rec["both_protocols"] = True
+    other = None
+    if rerun is not None:
+        rec["rerun"] = rerun
+        other = {rerun["variant"]: rerun["prediction"]}
+    rec.update(score_item(item, rec["prediction"], variant, other))
     return rec
+
+
+def plan_twins(tokenizer: Any, items: Sequence[EvalItem], twins: Sequence[EvalItem],
+               plans: Sequence[tuple[list[int], int]]) -> tuple[list[bool], dict[int, EvalItem], list]:
+    """(has twin per item, {item index: twin that needs its own generation}, the twins' plans in that order).
+
+    Twins are matched by (task, id); a twin needs its own generation when its prompt ids, token budget or
+    temperature differ from the item's.
+    """
+    by_key = {(t.task, t.id): t for t in twins}
+    has_twin = [False] * len(items)
+    reruns: dict[int, EvalItem] = {}
+    rerun_plans = []
+    for i, item in enumerate(items):
+        twin = by_key.get((item.task, item.id))
+        if twin is None:
+            continue
+        has_twin[i] = True
+        plan = plan_item(tokenizer, twin) if twin.prompt != item.prompt or twin.condition != item.condition \
+            else (plans[i][0], _budget(twin, len(plans[i][0])))
+        if plan != tuple(plans[i]) or twin.temperature != item.temperature:
+            reruns[i] = twin
+            rerun_plans.append(plan)
+    return has_twin, reruns, rerun_plans
 
 
 def run_tasks(generator: Generator, tokenizer: Any, items: Sequence[EvalItem], *, variant: str = "faithful",
               batch_size: int = 32, num_samples: int = 1, seed: int = 0, temperature: Optional[float] = None,
               out_dir: Optional[str | Path] = None, size_label: Optional[str] = None, progress: bool = True,
-              run_info: Optional[dict] = None) -> dict[str, Any]:
+              run_info: Optional[dict] = None, twins: Optional[Sequence[EvalItem]] = None) -> dict[str, Any]:
     """Generate, score and (on process 0, if `out_dir`) write `predictions.jsonl`, `results.json`, `results.md`.
 
+    `twins`: the same items built for the other variant (see module docstring); without them the other
+    variant's metrics rescore this run's generations, and the tables say so.
     Returns {"records": [...], "metrics": {task: {"faithful": ..., "corrected": ...}}, "markdown": str}.
     """
     check_variant(variant)
@@ -133,57 +185,25 @@ def run_tasks(generator: Generator, tokenizer: Any, items: Sequence[EvalItem], *
     if num_samples > 1 and all((it.temperature if temperature is None else temperature) < 1e-5 for it in items):
         warnings.warn(f"num_samples={num_samples} with greedy decoding gives identical samples; "
                       "set a temperature for majority voting", stacklevel=2)
-    preds, facts = generate_all(generator, tokenizer, items, batch_size=batch_size, num_samples=num_samples,
-                                seed=seed, temperature=temperature, progress=progress)
-    records = [make_record(i, item, preds[i], variant, facts[i]) for i, item in enumerate(items)]
+    plans = [plan_item(tokenizer, item) for item in items]
+    has_twin, reruns, rerun_plans = plan_twins(tokenizer, items, twins or [], plans)
+    extra = list(reruns.values())
+    preds, facts = generate_all(generator, tokenizer, [*items, *extra], batch_size=batch_size,
+                                num_samples=num_samples, seed=seed, temperature=temperature, progress=progress,
+                                plans=[*plans, *rerun_plans])
+    slot = {i: len(items) + k for k, i in enumerate(reruns)}
+    records = []
+    for i, item in enumerate(items):
+        rerun = None
+        if i in slot:
+            j = slot[i]
+            rerun = {"variant": other_variant(variant), **facts[j], **_with_votes(reruns[i], preds[j])}
+        records.append(make_record(i, item, preds[i], variant, facts[i], rerun, has_twin[i]))
     metrics = aggregate(records)
-    from hrm.eval.results import render_markdown, write_outputs
-
+    both = bool(records) and all(has_twin)
     info = {"variant": variant, "size": size_label, "num_samples": num_samples, "seed": seed,
-            "temperature": temperature, "batch_size": batch_size, **(run_info or {})}
-    markdown = render_markdown(metrics, variant=variant, size_label=size_label, info=info)
+            "temperature": temperature, "batch_size": batch_size, "both_protocols": both, **(run_info or {})}
+    markdown = render_markdown(metrics, variant=variant, size_label=size_label, info=info, both_protocols=both)
     if out_dir is not None and is_main_process():
         write_outputs(Path(out_dir), records, metrics, markdown, info)
     return {"records": records, "metrics": metrics, "markdown": markdown}
-
-
-def write_jsonl(path: str | Path, rows: Sequence[dict]) -> None:
-    """One JSON object per line, UTF-8, keys in insertion order."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-SCORE_FIELDS = ("extracted", "correct", "score", "invalid", "em", "f1", "variants")
-
-
-def rescore_records(lines: Sequence[dict], variant: str = "faithful",
-                    data_dir: Optional[str | Path] = None) -> list[dict]:
-    """Re-score prediction lines (see `hrm.eval.scoring.inline`): each output line repeats the input line with
-    fresh `extracted` and score fields. Lines without an inline gold are looked up by (task, id) in `data_dir`."""
-    from hrm.eval.scoring.inline import has_inline_gold, item_from_line
-    from hrm.eval.tasks import TaskError, load_tasks
-
-    check_variant(variant)
-    need = sorted({str(line.get("task")) for line in lines if not has_inline_gold(line)})
-    lookup: dict[tuple[str, str], EvalItem] = {}
-    if need:
-        if not data_dir:
-            raise TaskError(f"lines of {', '.join(need)} have no inline gold; pass --data_dir to look ids up")
-        lookup = {(it.task, it.id): it for it in load_tasks(need, data_dir, variant)}
-    out = []
-    for line in lines:
-        if has_inline_gold(line):
-            item = item_from_line(line)
-        else:
-            key = (str(line.get("task")), str(line.get("id")))
-            if key not in lookup:
-                raise TaskError(f"no {key[0]} item with id {key[1]!r} in {data_dir}")
-            item = lookup[key]
-        if item.subject is not None and "subject" not in line:
-            line = {**line, "subject": item.subject}
-        base = {k: v for k, v in line.items() if k not in SCORE_FIELDS}
-        out.append({**base, **score_item(item, str(line["prediction"]), variant)})
-    return out

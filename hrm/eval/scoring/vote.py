@@ -1,16 +1,16 @@
 """Majority voting over N sampled generations (SPEC §7.10 describes the reference's AIME variant).
 
-Each sample's answer is extracted with the task's own extractor; samples whose answer is invalid (an MCQ letter
+Each sample's answer is extracted with the task's own `vote_key`; samples whose answer is invalid (an MCQ letter
 outside the valid set, an unparsable GSM8K number, an empty DROP/default answer) do not vote. The most common
 answer wins; ties go to the answer that appeared first. The item is then scored with the first sample whose answer
-equals the winner, so every recorded field stays consistent with one real generation. MATH votes on the extracted
-string (no symbolic clustering of equivalent forms).
+equals the winner (`hrm.eval.metrics.pick_majority`). MATH votes on the extracted string (no symbolic clustering
+of equivalent forms).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Hashable, Optional, Sequence
+from typing import Hashable, Optional, Sequence
 
 
 def majority_vote(answers: Sequence[Optional[Hashable]]) -> tuple[Optional[Hashable], int]:
@@ -24,13 +24,3 @@ def majority_vote(answers: Sequence[Optional[Hashable]]) -> tuple[Optional[Hasha
         if counts[a] == best:
             return a, best
     raise AssertionError("unreachable")
-
-
-def pick_majority(item: Any, predictions: Sequence[str]) -> tuple[int, Optional[Hashable], int]:
-    """(index of the representative sample, winning answer, votes) for `predictions` of one item."""
-    from hrm.eval.scoring import vote_key
-
-    keys = [vote_key(item, p) for p in predictions]
-    winner, count = majority_vote(keys)
-    index = keys.index(winner) if winner is not None else 0
-    return index, winner, count

@@ -1,4 +1,4 @@
-"""ARC-Challenge reader (SPEC §7.3): Test split, 25 shots = the first 25 rows of Dev, letters by position.
+"""ARC-Challenge (SPEC §7.3): Test split, 25 shots = the first 25 rows of Dev, letters by position.
 
 Gold, per SPEC §7.11: faithful = `chr(ord(answerKey))` (the pre-PR-#2 `ord(answerKey) - 65` index turned back
 into a "letter"), so the 22 test rows with numeric labels "1"-"4" get a digit gold that can never match a valid
@@ -9,10 +9,13 @@ gold letter. Both golds are kept in `meta` so one run reports both variants. Id 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
+from hrm.eval.errors import TaskError
+from hrm.eval.item import EvalItem
 from hrm.eval.prompts import letters, mcq_prompt
-from hrm.eval.tasks.base import EvalItem, TaskError, mcq_item
-from hrm.eval.tasks.files import read_jsonl
+from hrm.eval.release_files import read_jsonl
+from hrm.eval.task import mcq_item, mcq_task
 
 TEST = "arc/ARC-Challenge-Test.jsonl"
 DEV = "arc/ARC-Challenge-Dev.jsonl"
@@ -32,15 +35,27 @@ def _parts(row: dict) -> tuple[str, list[str]]:
     return row["question"]["stem"], [c["text"] for c in row["question"]["choices"]]
 
 
-def load(data_dir: Path, variant: str) -> list[EvalItem]:
+def prompt(row: dict, shots: Sequence[dict], variant: str) -> str:
+    """The shots with the variant's gold letters (a digit in the faithful variant for numeric labels), then the
+    target question (SPEC §7.1 MCQ layout, §7.3)."""
+    return mcq_prompt([(*_parts(s), arc_golds(s)[variant]) for s in shots], *_parts(row))
+
+
+def read(data_dir: Path, variant: str) -> list[EvalItem]:
     test = read_jsonl(data_dir, TEST, "ARC-Challenge evaluation (Test split)")
     dev = read_jsonl(data_dir, DEV, "ARC-Challenge few-shot exemplars (Dev split)")
-    shots = [(*_parts(row), arc_golds(row)[variant]) for _, row in dev[:NUM_SHOTS]]
+    shots = [row for _, row in dev[:NUM_SHOTS]]
     items = []
     for _, row in test:
-        query, choices = _parts(row)
         golds = arc_golds(row)
         meta = {"gold_faithful": golds["faithful"], "gold_corrected": golds["corrected"]}
-        items.append(mcq_item("arc_challenge", str(row["id"]), mcq_prompt(shots, query, choices), golds[variant],
-                              len(choices), variant, meta=meta))
+        items.append(mcq_item("arc_challenge", str(row["id"]), prompt(row, shots, variant), golds[variant],
+                              len(_parts(row)[1]), variant, meta=meta))
     return items
+
+
+TASK = mcq_task(
+    name="arc_challenge", header="ARC-C", read=read, prompt=prompt, order=20, aliases=("arc", "arc_c"),
+    corrected_note="label-idx",
+    published={"paper_xl": 81.91, "readme_xl": 81.9, "paper_l": 74.32, "readme_l": 75.9},
+)

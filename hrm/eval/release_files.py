@@ -1,6 +1,6 @@
 """Release-file access with integrity checks: existence, sha256 and item counts (SPEC §7.12 item 9).
 
-Known checksums come from /work/shared/benchdata/SOURCES.md and SHA256SUMS. A mismatch (or a count that differs
+Known checksums come from the benchmark data folder's SOURCES.md and SHA256SUMS (shared/benchdata). A mismatch (or a count that differs
 from SPEC §7.12) is a `DataIntegrityWarning` naming the file, never an error: a user may legitimately evaluate a
 re-serialised copy. A missing file is a `MissingDataError` naming the file and what it is needed for.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from hrm.data.tokenizer import file_sha256
-from hrm.eval.tasks.base import MissingDataError, TaskError
+from hrm.eval.errors import DataIntegrityWarning, MissingDataError, TaskError
 
 # Full sha256 of single release files (SOURCES.md, SHA256SUMS). HellaSwag train: only the published prefix is known.
 KNOWN_SHA256: dict[str, str] = {
@@ -58,10 +58,6 @@ EXPECTED_COUNTS: dict[str, int] = {
     "gsm8k/test.jsonl": 1319,
     "math/test": 5000,
 }
-
-
-class DataIntegrityWarning(UserWarning):
-    """A release file's checksum or item count differs from the known value (SPEC §7.12)."""
 
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
