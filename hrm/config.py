@@ -47,10 +47,13 @@ class ModelConfig:
     max_seq_len: int = 4096
     embedding_scale: float = 0.0  # 0 = sqrt(hidden_size)
     attn_type: str = "prefixlm"  # or "causal" (the ablation)
-    attention_backend: str = "xla"  # "xla" (dense, reference) or "jax" (jax.nn.dot_product_attention; cuDNN on GPU)
+    attention_backend: str = "xla"  # a key of hrm.model.attention.BACKENDS: xla (dense reference), jax, splash (TPU)
+    attention_block_q: int = 512  # query / key block sizes of block-sparse kernels (splash)
+    attention_block_kv: int = 512
     compute_dtype: str = "bfloat16"
     param_dtype: str = "float32"
-    remat: str = "none"  # none | full | save_dots | save_qkv_out
+    remat: str = "none"  # a key of hrm.model.blocks.REMAT_POLICIES (none, full, save_qkv_proj, minimal, ...)
+    loss_chunk: int = 0  # tokens per chunk of the LM head + cross-entropy (0 = whole rows at once)
     init_seed: int = 0
 
     @property
@@ -109,7 +112,6 @@ class DataConfig:
     shuffle_seed: int = 0
     worker_count: int = 0
     prefetch: int = 2
-    packing: str = "first_fit"
     lookahead: int = 0  # packing queue size (0 = max(64, 4 x global rows))
 
 
@@ -139,8 +141,12 @@ class TrainConfig:
     epochs: float = 1.0
     total_steps: int = 0  # 0 = derived from epochs x tokens / global batch tokens
     log_every: int = 10
-    eval_every: int = 0
-    nan_policy: str = "stop"  # "stop" or "skip"
+    eval_every: int = 0  # > 0: held-out loss every N steps on <data dir>/heldout.jsonl (eval.use_ema picks weights)
+    # "stop": a non-finite loss/gradient norm ends the run; "skip": that step's update is dropped, but the step
+    # still consumes its batch and counts for the LR and bp schedules.
+    nan_policy: str = "stop"
+    allow_config_change: bool = False  # resume although schedule/data keys changed (they are listed as a warning)
+    profile_steps: str = ""  # "A:B": jax.profiler trace of steps A..B into <run_dir>/profile
     init_from: str = ""
     init_from_ema: bool = True
     distributed: str = "auto"  # auto | on | off
@@ -364,8 +370,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'model.arch': must be 'hrm' or 'transformer', got {m.arch!r}")
     if m.attn_type not in ("prefixlm", "causal"):
         raise ConfigError(f"config key 'model.attn_type': must be 'prefixlm' or 'causal', got {m.attn_type!r}")
-    if m.remat not in ("none", "full", "save_dots", "save_qkv_out"):
-        raise ConfigError(f"config key 'model.remat': unknown policy {m.remat!r}")
+    # The option lists live with their implementations (registries); imported here, not at module top,
+    # because those modules import this one.
+    from hrm.model.attention import BACKENDS
+    from hrm.model.blocks import REMAT_POLICIES
+
+    if m.remat not in REMAT_POLICIES:
+        raise ConfigError(f"config key 'model.remat': unknown policy {m.remat!r}; choose one of {sorted(REMAT_POLICIES)}")
     if m.arch == "hrm" and m.half_layers and m.n_layers % 2:
         raise ConfigError(f"config key 'model.n_layers': must be even with half_layers, got {m.n_layers}")
     if not m.head_dim and m.hidden_size % m.num_heads:
@@ -379,8 +390,13 @@ def validate(cfg: Config) -> None:
     if m.arch == "hrm" and m.bp_max_steps > m.H_cycles * (m.L_cycles + 1):
         raise ConfigError(f"config key 'model.bp_max_steps': at most H_cycles*(L_cycles+1) = "
                           f"{m.H_cycles * (m.L_cycles + 1)} stack applications exist, got {m.bp_max_steps}")
-    if m.attention_backend not in ("xla", "jax"):
-        raise ConfigError(f"config key 'model.attention_backend': 'xla' or 'jax', got {m.attention_backend!r}")
+    if m.attention_backend not in BACKENDS:
+        raise ConfigError(f"config key 'model.attention_backend': one of {sorted(BACKENDS)}, got {m.attention_backend!r}")
+    for k in ("attention_block_q", "attention_block_kv"):
+        if getattr(m, k) < 8 or getattr(m, k) % 8:
+            raise ConfigError(f"config key 'model.{k}': a positive multiple of 8, got {getattr(m, k)}")
+    if m.loss_chunk < 0:
+        raise ConfigError(f"config key 'model.loss_chunk': >= 0 (0 = no chunking), got {m.loss_chunk}")
     for k in ("compute_dtype", "param_dtype"):
         if getattr(m, k) not in ("float32", "bfloat16"):
             raise ConfigError(f"config key 'model.{k}': must be float32 or bfloat16")
@@ -389,8 +405,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError("config keys 'mesh.data/fsdp/tensor': positive sizes, at most one -1")
     if cfg.data.overlong not in ("truncate", "drop", "reference"):
         raise ConfigError(f"config key 'data.overlong': 'truncate', 'drop' or 'reference', got {cfg.data.overlong!r}")
-    if cfg.data.packing != "first_fit":
-        raise ConfigError(f"config key 'data.packing': only 'first_fit' is implemented, got {cfg.data.packing!r}")
     if cfg.train.nan_policy not in ("stop", "skip"):
         raise ConfigError(f"config key 'train.nan_policy': 'stop' or 'skip', got {cfg.train.nan_policy!r}")
     if cfg.train.distributed not in ("auto", "on", "off"):
@@ -402,6 +416,13 @@ def validate(cfg: Config) -> None:
                           f"{cfg.train.debug_signal!r}")
     if cfg.train.microbatches < 1:
         raise ConfigError("config key 'train.microbatches': must be >= 1")
+    if cfg.train.eval_every < 0:
+        raise ConfigError(f"config key 'train.eval_every': must be >= 0, got {cfg.train.eval_every}")
+    if cfg.train.profile_steps:
+        span = re.fullmatch(r"(\d+):(\d+)", cfg.train.profile_steps)
+        if not span or not 1 <= int(span[1]) <= int(span[2]):
+            raise ConfigError("config key 'train.profile_steps': expected 'A:B' with 1 <= A <= B (steps to trace), "
+                              f"got {cfg.train.profile_steps!r}")
 
 
 def to_dict(cfg: Config) -> dict:

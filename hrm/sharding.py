@@ -17,8 +17,10 @@ parameters; `sharded_fraction` backs the STYLE §6 test "≥ 98% of parameter by
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -199,16 +201,41 @@ def batch_sharding(mesh: Mesh, rules: Rules,
     return NamedSharding(mesh, logical_to_spec(names, rules))
 
 
-def constrain(x: jax.Array, names: Names, rules: Rules) -> jax.Array:
-    """`with_sharding_constraint` by logical names under the active `jax.set_mesh` mesh.
+_ACTIVE_RULES: contextvars.ContextVar[Optional[Rules]] = contextvars.ContextVar("activation_rules", default=None)
 
-    No-op when no mesh is set (single-device tests). Non-divisible dimensions are replicated.
+
+@contextlib.contextmanager
+def activation_rules(rules: Rules) -> Iterator[None]:
+    """Within this context (entered while tracing a step), `constrain` shards activations by `rules`.
+
+    Together with `jax.set_mesh(mesh)` around lowering, this turns the model's logical activation
+    names (`act_batch`, `act_heads`, ...) into `with_sharding_constraint`s; outside it they are no-ops,
+    so the same model code runs unsharded in tests, eval and single-device tools.
     """
+    token = _ACTIVE_RULES.set(rules)
+    try:
+        yield
+    finally:
+        _ACTIVE_RULES.reset(token)
+
+
+def activation_spec(names: Names, shape: Sequence[int], rules: Optional[Rules] = None) -> Optional[PartitionSpec]:
+    """PartitionSpec of an activation under the active mesh and rules, or None when either is absent."""
+    rules = _ACTIVE_RULES.get() if rules is None else rules
     mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty:
-        return x
-    spec, _ = _spec_and_fallbacks(names, rules, x.shape, dict(mesh.shape))
-    return jax.lax.with_sharding_constraint(x, spec)
+    if rules is None or mesh.empty:
+        return None
+    return _spec_and_fallbacks(names, rules, shape, dict(mesh.shape))[0]
+
+
+def constrain(x: jax.Array, names: Names, rules: Optional[Rules] = None) -> jax.Array:
+    """`with_sharding_constraint` by logical names under the active `jax.set_mesh` mesh and rules.
+
+    No-op when no mesh or no rules are active (single-device tests, eval). Non-divisible dimensions
+    are replicated.
+    """
+    spec = activation_spec(names, x.shape, rules)
+    return x if spec is None else jax.lax.with_sharding_constraint(x, spec)
 
 
 def _is_sharded(s: Any) -> bool:

@@ -12,7 +12,7 @@ from flax import nnx
 
 from hrm.config import ModelConfig
 from hrm.model import build_model
-from hrm.model.attention import dot_product_attention, prefix_lm_mask
+from hrm.model.attention import prefix_lm_mask
 from hrm.model.layers import apply_rope, rope_cos_sin
 from hrm.model.recurrence import embedding_gets_grad, schedule
 from hrm.tools import parity
@@ -50,21 +50,6 @@ def test_golden_parity_tool(golden_dir, name, capsys):
     assert rc == 0
 
 
-def test_mask_rules():
-    b = _batch()
-    m = np.asarray(prefix_lm_mask(b["segment_ids"], b["prefix_mask"]))
-    seg, pre = np.asarray(b["segment_ids"]), np.asarray(b["prefix_mask"])
-    B, T = seg.shape
-    for r in range(B):
-        for q in range(T):
-            for k in range(T):
-                expect = seg[r, q] != 0 and seg[r, q] == seg[r, k] and (pre[r, k] == 1 or k <= q)
-                assert m[r, q, k] == expect, (r, q, k)
-    # prefix queries never see the response; padding queries see nothing
-    assert not m[0, 0, 4:9].any() and m[0, 0, :4].all()
-    assert not m[0, 17:].any()
-
-
 def test_attention_padding_inert_and_no_leakage():
     model = build_model(TINY)
     b = _batch()
@@ -80,10 +65,6 @@ def test_attention_padding_inert_and_no_leakage():
     inputs4 = b["inputs"].at[0, 2].set((b["inputs"][0, 2] + 1) % 64)
     fourth = model(inputs4, b["positions"], b["segment_ids"], b["prefix_mask"])
     assert np.abs(np.asarray(base[0, 0] - fourth[0, 0])).max() > 1e-4
-    # Padding queries produce a zero attention output.
-    q = jax.random.normal(jax.random.key(0), (2, 24, 2, 16))
-    out = dot_product_attention(q, q, q, prefix_lm_mask(b["segment_ids"], b["prefix_mask"]))
-    assert np.all(np.asarray(out)[0, 17:] == 0)
 
 
 def test_rope_matches_direct_formula():
@@ -190,7 +171,7 @@ def test_bf16_compute_close_to_fp32():
     assert err < 0.15 * np.abs(np.asarray(a))[real].max(), err
 
 
-@pytest.mark.parametrize("remat", ["full", "save_dots", "save_qkv_out"])
+@pytest.mark.parametrize("remat", ["full", "save_qkv_proj", "save_dot_except_mlp", "minimal"])
 def test_remat_policies_same_gradients(remat):
     b = _batch()
     grads = []
@@ -229,33 +210,3 @@ def test_transformer_baseline_runs_and_causal_ablation_differs():
     x = pre(b["inputs"], b["positions"], b["segment_ids"], b["prefix_mask"])
     y = cau(b["inputs"], b["positions"], b["segment_ids"], b["prefix_mask"])
     assert np.abs(np.asarray(x - y))[0, :3].max() > 1e-4  # prefix tokens see later prefix tokens only in PrefixLM
-
-
-def test_attention_backends_match_xla_forward_and_grad():
-    """Every backend vs the dense `xla` reference on packed PrefixLM rows (2+ segments, one with an
-    empty response, padding) — forward and gradient (STYLE §9)."""
-    B, T, N, H = 2, 24, 2, 16
-    seg = np.zeros((B, T), np.int32)
-    pre = np.zeros((B, T), np.int32)
-    seg[0, :9], pre[0, :4] = 1, 1
-    seg[0, 9:14], pre[0, 9:14] = 2, 1  # prompt only: empty causal part
-    seg[0, 14:20] = 3
-    pre[0, 14:16] = 1
-    seg[1, :T] = 1
-    pre[1, :7] = 1
-    mask = prefix_lm_mask(jnp.asarray(seg), jnp.asarray(pre))
-    keys = jax.random.split(jax.random.key(3), 3)
-    q, k, v = (jax.random.normal(kk, (B, T, N, H)) for kk in keys)
-
-    def f(backend):
-        def loss(q, k, v):
-            return jnp.sum(jnp.sin(dot_product_attention(q, k, v, mask, backend=backend)))
-        return dot_product_attention(q, k, v, mask, backend=backend), jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
-
-    ref_out, ref_g = f("xla")
-    for backend in ("jax",):
-        out, g = f(backend)
-        np.testing.assert_allclose(np.asarray(out), np.asarray(ref_out), atol=1e-5)
-        assert np.all(np.asarray(out)[0, 20:] == 0)
-        for a, b in zip(g, ref_g):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)

@@ -26,9 +26,11 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from hrm.config import ModelConfig
-from hrm.model.attention import dot_product_attention
+from hrm.model.attention import AttentionMask, attend, prepare
 from hrm.model.layers import apply_rope, dtype_of, lecun_truncated_normal, rms_norm, rope_cos_sin
+from hrm.model.matmul import project
 from hrm.model.scan import scan
+from hrm.sharding import constrain
 
 PARAM_NAMES = ("gqkv", "o", "gate_up", "down")
 
@@ -39,11 +41,28 @@ LOGICAL_AXES = {
     "down": ("layers", "mlp", "embed"),
 }
 
+# Logical names of activations (mapped to mesh axes by `mesh.rules`): batch over data x fsdp, heads and the
+# MLP's inner axis over tensor; length and model width unsharded.
+ACT_HIDDEN = ("act_batch", "act_len", "act_embed")
+ACT_GQKV = ("act_batch", "act_len", None, "act_heads", None)
+ACT_HEADS = ("act_batch", "act_len", "act_heads", None)
+ACT_MLP = ("act_batch", "act_len", None, "act_mlp")
+
+# Residual checkpoint names inside a block, and remat policies over them (MaxText's names). Each policy
+# saves the named tensors and recomputes the rest of the block in the backward pass:
+#   qkv_proj  fused gate|q|k|v projection output      context  attention output (before the gate)
+#   out_proj  o_proj output                            mlpwi    gate|up projection output
+#   mlpwo     down projection output
+_CHECKPOINTABLE = ("qkv_proj", "context", "out_proj", "mlpwi", "mlpwo")
+_save = jax.checkpoint_policies.save_only_these_names
 REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "save_qkv_out": jax.checkpoint_policies.save_only_these_names("qkv", "attn_out", "mlp_out"),
+    "none": None,  # no rematerialisation: every intermediate is kept
+    "full": jax.checkpoint_policies.nothing_saveable,  # only the block input is kept
+    "save_qkv_proj": _save("qkv_proj"),
+    "save_out_proj": _save("out_proj"),
+    "save_dot_except_mlp": _save("qkv_proj", "context", "out_proj"),
+    "save_dot_except_mlpwi": _save("qkv_proj", "context", "out_proj", "mlpwo"),
+    "minimal": _save(*_CHECKPOINTABLE),  # every named dot output; recompute only elementwise work
 }
 
 
@@ -51,21 +70,26 @@ REMAT_POLICIES = {
 class StackContext:
     """Per-call inputs shared by every block: rotary tables, attention mask, optional KV write slot.
 
-    cos/sin [B, T, hd]; mask [B, T, S] boolean (S = T without a cache, cache length with one);
+    cos/sin [B, T, hd]; mask: the structured mask, already `prepare`d for the configured backend;
     write_index [B] is where the T new keys/values go in the cache (decode/prefill only).
     """
 
     cos: jax.Array
     sin: jax.Array
-    mask: jax.Array
+    mask: AttentionMask
     write_index: Optional[jax.Array] = None
 
 
-def stack_context(cfg: ModelConfig, positions: jax.Array, mask: jax.Array,
+def stack_context(cfg: ModelConfig, positions: jax.Array, mask: AttentionMask | jax.Array,
                   write_index: Optional[jax.Array] = None) -> StackContext:
-    """RoPE tables from explicit positions plus the mask (and KV write slot) shared by every block."""
+    """RoPE tables from explicit positions plus the mask (and KV write slot) shared by every block.
+
+    `mask` is an `AttentionMask` (packed rows) or an explicit boolean [B, T, S] array (KV-cache paths);
+    the backend derives its mask data here, once, outside the layer and cycle loops."""
+    if not isinstance(mask, AttentionMask):
+        mask = AttentionMask.explicit(mask)
     cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta)
-    return StackContext(cos, sin, mask, write_index)
+    return StackContext(cos, sin, prepare(mask, cfg), write_index)
 
 
 def _write_cache(cache: jax.Array, new: jax.Array, where: tuple, index: jax.Array) -> jax.Array:
@@ -84,23 +108,24 @@ def block_apply(w: dict[str, jax.Array], h: jax.Array, ctx: StackContext, cfg: M
     cache[*where, b, write_index[b] + t] and attention reads cache[*where] ([B, S, N, H]).
     """
     cd = h.dtype
+    h = constrain(h, ACT_HIDDEN)
     x = rms_norm(h, cfg.norm_eps)
-    gqkv = jnp.einsum("btd,dgnh->btgnh", x, w["gqkv"].astype(cd))
-    gqkv = checkpoint_name(gqkv, "qkv")
+    gqkv = constrain(project("btd,dgnh->btgnh", x, w["gqkv"], cd), ACT_GQKV)
+    gqkv = checkpoint_name(gqkv, "qkv_proj")
     gate, q, k, v = (gqkv[:, :, i] for i in range(4))
     q = apply_rope(q, ctx.cos, ctx.sin)
     k = apply_rope(k, ctx.cos, ctx.sin)
     if cache is not None:
         cache = (_write_cache(cache[0], k, where, ctx.write_index), _write_cache(cache[1], v, where, ctx.write_index))
         k, v = cache[0][where].astype(cd), cache[1][where].astype(cd)
-    attn = dot_product_attention(q, k, v, ctx.mask, backend=cfg.attention_backend)
-    attn = checkpoint_name(attn * jax.nn.sigmoid(gate), "attn_out")
-    h = h + jnp.einsum("btnh,nhd->btd", attn, w["o"].astype(cd))
+    attn = checkpoint_name(constrain(attend(q, k, v, ctx.mask, cfg), ACT_HEADS), "context")
+    out = project("btnh,nhd->btd", attn * jax.nn.sigmoid(gate), w["o"], cd)
+    h = constrain(h + checkpoint_name(out, "out_proj"), ACT_HIDDEN)
     x = rms_norm(h, cfg.norm_eps)
-    gu = jnp.einsum("btd,dci->btci", x, w["gate_up"].astype(cd))
+    gu = checkpoint_name(constrain(project("btd,dci->btci", x, w["gate_up"], cd), ACT_MLP), "mlpwi")
     mlp = jax.nn.silu(gu[:, :, 0]) * gu[:, :, 1]
-    out = checkpoint_name(jnp.einsum("bti,id->btd", mlp, w["down"].astype(cd)), "mlp_out")
-    return h + out, cache
+    out = checkpoint_name(project("bti,id->btd", mlp, w["down"], cd), "mlpwo")
+    return constrain(h + out, ACT_HIDDEN), cache
 
 
 class Stack(nnx.Module):
@@ -143,8 +168,8 @@ class Stack(nnx.Module):
 
             if cfg.remat != "none":
                 body = jax.checkpoint(body, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
-            h, _ = scan(body, h, w)
-            return rms_norm(h, cfg.norm_eps)
+            h, _ = scan(body, constrain(h, ACT_HIDDEN), w)
+            return constrain(rms_norm(h, cfg.norm_eps), ACT_HIDDEN)
 
         def cached_body(carry, x):
             hh, c = carry

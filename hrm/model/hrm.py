@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hrm.config import ModelConfig
-from hrm.model.attention import prefix_lm_mask
+from hrm.model.attention import AttentionMask
 from hrm.model.blocks import Stack, StackContext, empty_cache, stack_context
 from hrm.model.layers import dtype_of, lecun_truncated_normal
 from hrm.model.recurrence import StepSpec, schedule
@@ -148,14 +148,19 @@ class HRM(nnx.Module):
         return z_H, cache
 
     # ------------------------------------------------------------------ public API
-    def __call__(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array,
-                 prefix_mask: jax.Array, bp_steps: Optional[int] = None) -> jax.Array:
-        """Logits [B, T, V] (compute dtype) for packed rows; bp_steps=None = full gradient/inference."""
-        mask = prefix_lm_mask(segment_ids, prefix_mask, causal_only=self.cfg.attn_type == "causal")
+    def hidden(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array,
+               prefix_mask: jax.Array, bp_steps: Optional[int] = None) -> jax.Array:
+        """Final z_H [B, T, D] (compute dtype), the input of the LM head; bp_steps=None = full gradient."""
+        mask = AttentionMask.packed(segment_ids, prefix_mask, causal=self.cfg.attn_type == "causal")
         ctx = self._context(positions, mask)
         z_L, z_H = self._initial_states(inputs)
         z_H, _ = self._recurrence(z_L, z_H, ctx, bp_steps, None)
-        return self.head(z_H)
+        return z_H
+
+    def __call__(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array,
+                 prefix_mask: jax.Array, bp_steps: Optional[int] = None) -> jax.Array:
+        """Logits [B, T, V] (compute dtype) for packed rows; bp_steps=None = full gradient/inference."""
+        return self.head(self.hidden(inputs, positions, segment_ids, prefix_mask, bp_steps))
 
     def init_cache(self, batch: int, length: int, dtype=jnp.bfloat16) -> KV:
         """Zero KV cache [H_cycles, L_cycles+1, layers, B, S, N, hd] for K and V (SPEC §11)."""

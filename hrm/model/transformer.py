@@ -12,7 +12,7 @@ import jax
 from flax import nnx
 
 from hrm.config import ModelConfig
-from hrm.model.attention import prefix_lm_mask
+from hrm.model.attention import AttentionMask
 from hrm.model.blocks import Stack, StackContext, empty_cache, stack_context
 from hrm.model.hrm import LMHead, TokenEmbedding, select_positions
 from hrm.model.layers import dtype_of
@@ -32,11 +32,16 @@ class Transformer(nnx.Module):
     def _context(self, positions, mask, write_index=None) -> StackContext:
         return stack_context(self.cfg, positions, mask, write_index)
 
+    def hidden(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array,
+               prefix_mask: jax.Array, bp_steps: Optional[int] = None) -> jax.Array:
+        """Final hidden state [B, T, D] (after the stack's final norm), the input of the LM head."""
+        mask = AttentionMask.packed(segment_ids, prefix_mask, causal=self.cfg.attn_type == "causal")
+        x = self.embed(inputs, dtype_of(self.cfg.compute_dtype))
+        return self.stack(x, self._context(positions, mask))
+
     def __call__(self, inputs: jax.Array, positions: jax.Array, segment_ids: jax.Array,
                  prefix_mask: jax.Array, bp_steps: Optional[int] = None) -> jax.Array:
-        mask = prefix_lm_mask(segment_ids, prefix_mask, causal_only=self.cfg.attn_type == "causal")
-        x = self.embed(inputs, dtype_of(self.cfg.compute_dtype))
-        return self.head(self.stack(x, self._context(positions, mask)))
+        return self.head(self.hidden(inputs, positions, segment_ids, prefix_mask, bp_steps))
 
     def init_cache(self, batch: int, length: int, dtype=jax.numpy.bfloat16) -> KV:
         return empty_cache(self.cfg.n_layers, batch, length, self.cfg, dtype)

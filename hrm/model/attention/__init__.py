@@ -1,0 +1,54 @@
+"""Attention: one entry point, backends by name (SPEC §1.4, §4.4; STYLE §9).
+
+    mask = AttentionMask.packed(segment_ids, prefix_mask, causal=False)
+    mask = prepare(mask, cfg)                     # once per forward pass, outside layer/cycle loops
+    out = attend(q, k, v, mask, cfg)              # q [B, Tq, N, H], k/v [B, S, N, H]
+
+A backend is one module in this package with two functions,
+`prepare(mask, cfg) -> AttentionMask` (derive what it needs: dense mask, key ranges, ...) and
+`attend(q, k, v, mask, *, scale, cfg) -> [B, Tq, N, H]`, plus one entry in `BACKENDS`. Every backend
+is tested against `xla` (dense, fp32 softmax) in fp32 and bf16, forward and gradients.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from types import ModuleType
+from typing import Optional
+
+import jax
+
+from hrm.config import ModelConfig
+from hrm.model.attention.mask import AttentionMask, cache_decode_mask, key_ranges, prefix_lm_mask
+
+# name -> module implementing `prepare` and `attend` (imported on first use).
+BACKENDS: dict[str, str] = {
+    "xla": "hrm.model.attention.xla",
+    "jax": "hrm.model.attention.jax_dpa",
+    "splash": "hrm.model.attention.splash",
+}
+
+
+def backend_module(name: str) -> ModuleType:
+    """The module implementing attention backend `name` (ValueError naming the choices if unknown)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; available: {sorted(BACKENDS)}")
+    return importlib.import_module(BACKENDS[name])
+
+
+def prepare(mask: AttentionMask, cfg: ModelConfig) -> AttentionMask:
+    """Let the configured backend derive its mask data once per forward pass."""
+    return backend_module(cfg.attention_backend).prepare(mask, cfg)
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, cfg: ModelConfig,
+           scale: Optional[float] = None) -> jax.Array:
+    """softmax(q k^T * scale) v under `mask` with the configured backend; scale defaults to 1/sqrt(H)
+    (FlashAttention-3's default, used by the reference)."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    return backend_module(cfg.attention_backend).attend(q, k, v, mask, scale=scale, cfg=cfg)
+
+
+__all__ = ["AttentionMask", "BACKENDS", "attend", "backend_module", "cache_decode_mask", "key_ranges",
+           "prefix_lm_mask", "prepare"]
