@@ -98,12 +98,15 @@ def test_resume_after_failure_skips_finished_shards(tmp_path, tok_path):
     out = tmp_path / "out"
     with pytest.raises(BadRecord, match="b.jsonl:25"):
         prepare(out=out, inputs=[a, b], tokenizer=tok_path, shard_size=10, progress=False)
-    done = sorted(p.name for p in out.glob("*.array_record"))
+    assert not out.exists()  # no half-made output directory; finished shards wait in out.partial for a rerun
+    partial = tmp_path / "out.partial"
+    done = sorted(p.name for p in partial.glob("*.array_record"))
     assert done == ["u00000-00000.array_record", "u00000-00001.array_record", "u00000-00002.array_record",
                     "u00001-00000.array_record", "u00001-00001.array_record"]
-    stamps = {p: os.stat(out / p).st_mtime_ns for p in done}
+    stamps = {p: os.stat(partial / p).st_mtime_ns for p in done}
     meta = prepare(out=out, inputs=[a, b], tokenizer=tok_path, shard_size=10, skip_bad=True, progress=False)
     assert all(os.stat(out / p).st_mtime_ns == t for p, t in stamps.items())  # not rewritten
+    assert not partial.exists()
     clean = prepare(out=tmp_path / "clean", inputs=[a, b], tokenizer=tok_path, shard_size=10, skip_bad=True,
                     progress=False)
     assert meta["num_examples"] == clean["num_examples"] == 54 and meta["num_skipped"] == 1
@@ -139,31 +142,47 @@ def _make_reference_dir(d, tok):
         idx["resp_len"].append(len(resp))
         flat += resp
     idx["resp_len"][3] = 0  # an empty response the importer must report
-    order = [4, 0, 3, 6, 1, 5, 2, 0]  # shuffled, with a repeat (10x repeats exist in the reference)
-    (d / "epoch_0").mkdir(parents=True)
+    # two realised epochs: shuffled, with a repeat (10x repeats exist in the reference), row 6 only in epoch 0
+    orders = [[4, 0, 3, 6, 1, 5, 2, 0], [2, 1, 5, 3, 0, 4, 1]]
+    d.mkdir(parents=True)
     np.save(d / "tokens.npy", np.asarray(flat, np.int32))
-    for k, v in idx.items():
-        np.save(d / "epoch_0" / f"{k}.npy", np.asarray(v, np.int64)[order])
+    for e, order in enumerate(orders):
+        (d / f"epoch_{e}").mkdir(parents=True)
+        for k, v in idx.items():
+            np.save(d / f"epoch_{e}" / f"{k}.npy", np.asarray(v, np.int64)[order])
     info = {"tokenizer_path": str(tok.path), "boq": s.boq, "eoq": s.eoq, "eoa": s.eoa,
             "condition_mapping": {k: v for k, v in s.conditions.items()}, "vocab_size": tok.vocab_size}
     (d / "metadata.json").write_text(json.dumps({"tokenizer_info": info, "vocab_size": None, "max_seq_len": 4097,
                                                  "total_length": len(flat)}))
-    return exs, order
+    return exs, orders
 
 
 def test_reference_format_import(tmp_path, tok_path):
     tok = load_tokenizer(tok_path)
-    exs, order = _make_reference_dir(tmp_path / "ref", tok)
+    exs, orders = _make_reference_dir(tmp_path / "ref", tok)
     with pytest.raises(ValueError, match="row 2: empty response"):
         prepare(out=tmp_path / "o1", reference=str(tmp_path / "ref"), progress=False)
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o1.partial").exists()  # nothing half-made
     meta = prepare(out=tmp_path / "o2", reference=str(tmp_path / "ref"), skip_bad=True, shard_size=3,
                    progress=False)
-    assert meta["num_examples"] == 7 and meta["num_skipped"] == 1
+    # records = the distinct examples in tokens.npy order; each reference epoch keeps its rows, repeats and order
+    assert meta["num_examples"] == 6 and meta["num_skipped"] == 2  # row 2 of both epochs
     assert meta["special"] == tok.special.to_json() and meta["tokenizer"]["sha256"] == tok.file_hash
     got = [(t[:li].tolist(), t[li:].tolist()) for t, li in _all_examples(tmp_path / "o2")]
-    assert got == [exs[i] for i in order if i != 3]
+    pool = [i for i in range(7) if i != 3]
+    assert got == [exs[i] for i in pool]
+    assert meta["epochs"]["count"] == 2 and meta["epochs"]["examples"] == [7, 6]
+    for e, rows in enumerate(orders):
+        ids = records.load_epoch(tmp_path / "o2", e)
+        assert [pool[i] for i in ids] == [i for i in rows if i != 3]
+    assert records.load_lines(tmp_path / "o2").tolist() == list(range(6))
     lengths = records.load_lengths(tmp_path / "o2")
-    assert lengths[:, 2].tolist() == [2] * 7  # head = BOQ + one condition
+    assert lengths[:, 2].tolist() == [2] * 6  # head = BOQ + one condition
+    one = prepare(out=tmp_path / "o3", reference=str(tmp_path / "ref"), reference_epoch=1, skip_bad=True,
+                  progress=False)
+    pool1 = [0, 1, 2, 4, 5]  # row 6 is not in epoch 1
+    assert one["epochs"]["count"] == 1 and one["num_examples"] == len(pool1)
+    assert [pool1[i] for i in records.load_epoch(tmp_path / "o3", 0)] == [i for i in orders[1] if i != 3]
 
 
 class _FakeTfdsSource:

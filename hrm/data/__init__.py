@@ -6,6 +6,7 @@ Public entry points:
   make_train_iterator(data_dir, *, seq_len, global_batch_rows, seed, ...) -> TrainIterator
   to_global(batch, mesh, batch_partition_spec) -> dict of global jax.Array
   ensure_default_dataset(root=DEFAULT_ROOT) -> Path of the prepared built-in dataset
+Command lines: `python -m hrm.data.prepare` (preparation, mixtures, epochs), `python -m hrm.data.epochs` (inspector).
 Heavy modules (grain, jax) are imported lazily so tokenizer-only users stay light.
 """
 
@@ -21,12 +22,14 @@ __all__ = ["SpecialIds", "Tokenizer", "load_tokenizer", "train_sentencepiece", "
 
 
 def load_dataset_tokenizer(data_dir: str | Path) -> Tokenizer:
-    """Tokenizer stored with a prepared data directory (metadata `tokenizer.path`, relative to the directory)."""
+    """Tokenizer stored with a prepared data directory (metadata `tokenizer.path`, relative to the directory;
+    the directory may be `gs://…`)."""
+    from hrm.data import paths
     from hrm.data.records import read_metadata as _read
 
     meta = _read(data_dir)
-    p = Path(meta["tokenizer"]["path"])
-    tok = load_tokenizer(p if p.is_absolute() else Path(data_dir) / p)
+    p = str(meta["tokenizer"]["path"])
+    tok = load_tokenizer(p if p.startswith("/") or paths.is_remote(p) else paths.join(data_dir, p))
     want = meta["tokenizer"].get("sha256")
     if want and tok.file_hash != want:
         raise ValueError(f"{data_dir}: tokenizer {tok.path} has sha256 {tok.file_hash}, metadata says {want}")

@@ -126,10 +126,10 @@ def _write_jsonl(path: Path, rows: Iterator[dict]) -> None:
 
 def _clean(root: Path) -> None:
     """Remove only what this module generates (so a stale or partial build never mixes with a new one)."""
-    for p in [root / "raw", root / ".progress"]:
+    for p in [root / "raw", root / ".progress", root / "epochs", root.with_name(root.name + ".partial")]:
         shutil.rmtree(p, ignore_errors=True)
-    for pat in ("*.array_record", "*.lengths.npy", "*.tmp", "metadata.json", "tokenizer.model", "heldout.jsonl",
-                MANIFEST):
+    for pat in ("*.array_record", "*.lengths.npy", "*.lines.npy", "*.tmp", "metadata.json", "tokenizer.model",
+                "heldout.jsonl", MANIFEST):
         for p in root.glob(pat):
             p.unlink()
 

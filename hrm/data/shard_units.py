@@ -74,7 +74,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 def _raw_records(unit: Unit, start_line: int, tfds_module: str | None) -> Iterator[tuple[int, Any]]:
     if unit.kind == "file":
-        return sources.iter_file(Path(unit.path), start_line)
+        return sources.iter_file(unit.path, start_line)
     if tfds_module:
         importlib.import_module(tfds_module)
     src = sources.open_tfds_source(unit.name, unit.split, unit.data_dir)
@@ -135,7 +135,7 @@ def process_unit(unit: Unit, cfg: UnitConfig) -> dict:
                 new_writer()
             inst = tok.special.wrap_instruction(it, ex.condition)
             resp = [*rt, tok.special.eoa]
-            writer.write(inst, resp)
+            writer.write(inst, resp, line - 1)  # 0-based line/row in the source (provenance)
             stats["lengths"].append((len(inst), len(resp)))
             n_ex += 1
             if len(writer) >= cfg.shard_size:

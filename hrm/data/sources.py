@@ -5,6 +5,7 @@ and `fields` is a parsed dict, or `(location, BadRecord)` when the raw record ca
 `extract_example(fields)` maps a dict onto (instruction, response, condition) accepting the aliases
 instruction/response, prompt/completion, input/output, question/answer and chat-style `messages`; problems raise
 `BadRecord` with a reason. Nothing is ever dropped silently: the caller reports `file:line: reason`.
+Input paths may be local or remote (`gs://…`, read through etils.epath, see hrm/data/paths.py).
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import dataclasses
 import glob
 import gzip
 import json
-from pathlib import Path
+import os
 from typing import Any, Iterator, Mapping, Sequence
+
+from etils import epath
+
+from hrm.data import paths
 
 CONDITIONS = ("direct", "cot", "noisy", "synth")
 FIELD_ALIASES = (("instruction", "response"), ("prompt", "completion"), ("input", "output"), ("question", "answer"))
@@ -31,17 +36,34 @@ class Example:
     condition: str = "direct"
 
 
-def expand_inputs(patterns: Sequence[str]) -> list[Path]:
-    """Files named by paths or globs, sorted per pattern, duplicates removed; missing → FileNotFoundError."""
-    out: list[Path] = []
+def _glob(pat: str) -> list[str]:
+    if not paths.is_remote(pat):
+        return sorted(glob.glob(pat, recursive=True))
+    parts = pat.split("/")
+    k = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = paths.as_path("/".join(parts[:k]))
+    try:
+        return sorted(os.fspath(p) for p in base.glob("/".join(parts[k:])))
+    except ImportError as e:
+        raise paths.remote_error(pat, e) from None
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[epath.Path]:
+    """Files named by paths or globs (local or remote), sorted per pattern, duplicates removed; missing →
+    FileNotFoundError."""
+    out: list[epath.Path] = []
     for pat in patterns:
-        hits = sorted(glob.glob(pat, recursive=True)) if glob.has_magic(pat) else [pat]
+        hits = _glob(pat) if glob.has_magic(pat) else [pat]
         if not hits:
             raise FileNotFoundError(f"--inputs pattern matched no files: {pat}")
         for h in hits:
-            p = Path(h)
-            if not p.is_file():
-                raise FileNotFoundError(f"input file not found: {p}")
+            p = paths.as_path(h)
+            try:
+                ok = p.is_file()
+            except ImportError as e:
+                raise paths.remote_error(h, e) from None
+            if not ok:
+                raise FileNotFoundError(f"input file not found: {h}")
             if p not in out:
                 out.append(p)
     return out
@@ -119,10 +141,10 @@ def _decode_json(raw: bytes | str) -> Any:
         raise BadRecord(f"malformed JSON: {e.msg} (column {e.colno})") from None
 
 
-def iter_jsonl(path: Path, start_line: int = 1) -> Iterator[tuple[int, Any]]:
+def iter_jsonl(path: str | os.PathLike, start_line: int = 1) -> Iterator[tuple[int, Any]]:
     """(line, dict | BadRecord) for every non-blank line at or after `start_line` (1-based)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
+    with paths.open_binary(path) as raw_f:
+        f = gzip.GzipFile(fileobj=raw_f) if os.fspath(path).endswith(".gz") else raw_f
         for line_no, raw in enumerate(f, start=1):
             if line_no < start_line or not raw.strip():
                 continue
@@ -132,23 +154,24 @@ def iter_jsonl(path: Path, start_line: int = 1) -> Iterator[tuple[int, Any]]:
                 yield line_no, e
 
 
-def iter_parquet(path: Path, start_line: int = 1) -> Iterator[tuple[int, Any]]:
+def iter_parquet(path: str | os.PathLike, start_line: int = 1) -> Iterator[tuple[int, Any]]:
     """(row, dict) per Parquet row (1-based), read in record batches."""
     import pyarrow.parquet as pq
 
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-        if row + batch.num_rows < start_line:
-            row += batch.num_rows
-            continue
-        for rec in batch.to_pylist():
-            row += 1
-            if row >= start_line:
-                yield row, rec
+    with paths.open_binary(path) as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=4096):
+            if row + batch.num_rows < start_line:
+                row += batch.num_rows
+                continue
+            for rec in batch.to_pylist():
+                row += 1
+                if row >= start_line:
+                    yield row, rec
 
 
-def iter_file(path: Path, start_line: int = 1) -> Iterator[tuple[int, Any]]:
-    name = path.name.lower()
+def iter_file(path: str | os.PathLike, start_line: int = 1) -> Iterator[tuple[int, Any]]:
+    name = os.fspath(path).rsplit("/", 1)[-1].lower()
     if name.endswith(".parquet"):
         return iter_parquet(path, start_line)
     if name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson")):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -212,7 +213,13 @@ class HFTokenizer(Tokenizer):
 
 
 def resolve_tokenizer_path(path: str | Path) -> Path:
-    """The tokenizer file for `path`: itself, or `tokenizer.json` / a single `*.model` inside a directory."""
+    """The tokenizer file for `path`: itself, or `tokenizer.json` / a single `*.model` inside a directory.
+
+    A remote `gs://…` path is copied into the local data cache first (hrm/data/paths.py)."""
+    from hrm.data import paths
+
+    if paths.is_remote(path):
+        return _resolve_remote(str(path))
     p = Path(path)
     if p.is_dir():
         if (p / "tokenizer.json").is_file():
@@ -224,6 +231,21 @@ def resolve_tokenizer_path(path: str | Path) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"tokenizer not found: {p}")
     return p
+
+
+def _resolve_remote(uri: str) -> Path:
+    from hrm.data import paths
+
+    if uri.endswith((".json", ".model")):
+        if not paths.exists(uri):
+            raise FileNotFoundError(f"tokenizer not found: {uri}")
+        return Path(paths.local_file(uri))
+    if paths.exists(paths.join(uri, "tokenizer.json")):
+        return Path(paths.local_file(paths.join(uri, "tokenizer.json")))
+    models = sorted(str(m) for m in paths.as_path(uri).glob("*.model"))
+    if len(models) != 1:
+        raise FileNotFoundError(f"{uri}: no tokenizer.json and {len(models)} *.model files (need exactly one)")
+    return Path(paths.local_file(models[0]))
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
@@ -246,13 +268,20 @@ def train_sentencepiece(texts: Iterable[str], out_path: str | Path, *, vocab_siz
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=(t for t in texts if t), model_writer=buf, model_type="bpe", vocab_size=vocab_size,
-        byte_fallback=True, pad_id=0, pad_piece=PAD, unk_id=1, bos_id=-1, eos_id=-1,
-        control_symbols=list(STRUCTURAL_TOKENS), normalization_rule_name="identity", add_dummy_prefix=False,
-        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_digits=split_digits,
-        hard_vocab_limit=False, character_coverage=1.0, num_threads=1, max_sentence_length=1 << 16,
-        minloglevel=2)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=(t for t in texts if t), model_writer=buf, model_type="bpe", vocab_size=vocab_size,
+            byte_fallback=True, pad_id=0, pad_piece=PAD, unk_id=1, bos_id=-1, eos_id=-1,
+            control_symbols=list(STRUCTURAL_TOKENS), normalization_rule_name="identity", add_dummy_prefix=False,
+            remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_digits=split_digits,
+            hard_vocab_limit=False, character_coverage=1.0, num_threads=1, max_sentence_length=1 << 16,
+            minloglevel=2)
+    except RuntimeError as e:  # SentencePiece's "Vocabulary size is smaller than required_chars. A vs B." + flags
+        m = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(e))
+        if not m:
+            raise
+        raise ValueError(f"vocab_size {vocab_size} is too small for this corpus: its characters and the special "
+                         f"tokens need at least {m.group(2)} pieces (use --vocab_size {m.group(2)} or more)") from None
     tmp = out_path.with_suffix(out_path.suffix + ".tmp")
     tmp.write_bytes(buf.getvalue())
     tmp.replace(out_path)
