@@ -1,6 +1,7 @@
 """KV-cache generation engine (SPEC §7.1, §11): cached decoding == full PrefixLM forward, batching and
 padding invariance, over-long prompts, EOA stop, seeded sampling, data-parallel mesh, model loading."""
 
+import json
 import types
 
 import jax
@@ -180,3 +181,27 @@ def test_load_generator_random_init(tmp_path, repo_root):
     assert len(outs) == 1 and len(outs[0]) <= 5
     assert size_label(ModelConfig(hidden_size=1536, num_heads=12, n_layers=32)) == "XL"
     assert jax.device_count() == 8
+
+
+def test_generate_cli_uses_the_checkpoint_eval_dtype(tmp_path, repo_root, capsys, monkeypatch):
+    """`python -m hrm.tools.generate`: raw ids in and out; dtype from the config's eval.dtype (tiny: float32)."""
+    import hrm.eval.model_loading as model_loading
+    from hrm.data.tokenizer import train_sentencepiece
+    from hrm.tools.generate import main
+
+    tok_path = tmp_path / "tok.model"
+    train_sentencepiece([f"what is {i} plus {i + 1}?" for i in range(300)], tok_path, vocab_size=300)
+    seen = {}
+    real = model_loading.load_generator
+
+    def spy(checkpoint, args):
+        seen["dtype"] = args.dtype
+        return real(checkpoint, args)
+
+    monkeypatch.setattr(model_loading, "load_generator", spy)
+    assert main(["--checkpoint", f"random:{repo_root / 'configs/tiny.yaml'}", "--ids", "6,8,100,7",
+                 "--max_new_tokens", "3", "--tokenizer", str(tok_path), "--batch_size", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert seen["dtype"] == "float32" and out[0] == "### ids [6, 8, 100, 7]"
+    ids = json.loads(out[1])
+    assert len(ids) <= 3 and all(isinstance(i, int) for i in ids)

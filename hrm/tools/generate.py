@@ -25,14 +25,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch_size", type=int, default=8)
-    ap.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    ap.add_argument("--dtype", choices=("bfloat16", "float32"),
+                    help="weights/compute/KV-cache dtype (default: the checkpoint config's eval.dtype, as eval.py)")
     ap.add_argument("--no_ema", action="store_true", help="use the raw parameters instead of the EMA")
     ap.add_argument("--tokenizer", help="tokenizer file or directory (default: found from the checkpoint)")
     args = ap.parse_args(argv)
     if not args.prompt and not args.ids:
         ap.error("give at least one --prompt or --ids")
-    from hrm.eval.model_loading import load_generator
+    from hrm.eval.model_loading import checkpoint_info, load_generator  # imports JAX
 
+    if args.dtype is None:
+        args.dtype = checkpoint_info(args.checkpoint).config.eval.dtype
     gen, tok, _ = load_generator(args.checkpoint, args)
     prompts = [tok.encode_instruction(p.strip(), args.condition) for p in args.prompt]
     prompts += [[int(x) for x in s.split(",") if x.strip()] for s in args.ids]
