@@ -5,6 +5,8 @@
     python train.py --config configs/xl.yaml --compile_only --topology v5p:2x2x2   # AOT for a TPU slice
 
 Any config key can be overridden as dotted key=value (e.g. optim.lr=1e-4 train.total_steps=100).
+Exit status: 0 done (or SIGTERM: checkpoint saved), 2 config/data error, 3 training diverged,
+130 Ctrl-C (a checkpoint of the current step is saved; rerun the same command to resume).
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:  # bad config, missing data or checkpoint: no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before the first step, or a second Ctrl-C
+        print("interrupted: no checkpoint saved", file=sys.stderr)
+        return 130
+    if "interrupted_at" in summary:
+        print(f"interrupted: saved checkpoint at step {summary['interrupted_at']} in {summary['saved_checkpoint']}; "
+              f"run the same command to resume", file=sys.stderr)
+        return 130
     losses = summary["losses"]
     if losses:
         first, last = losses[min(losses)], losses[max(losses)]

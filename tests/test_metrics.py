@@ -67,8 +67,32 @@ def test_progress_bar(capsys):
     bar = ProgressBar(total=100, initial=10)
     bar.update(20, loss=1.2345, acc=0.5, tok_s=12345.0, lr=2.2e-4, bp=3)
     bar.update(20)
+    bar.write("compiled train step (bp_steps=3) in 1.0s")
     bar.close()
+    err = capsys.readouterr().err
+    assert "20/100" in err and "loss=1.2345" in err and "acc=0.500" in err and "tok/s=12.3k" in err
+    assert "lr=2.20e-04" in err and "bp=3" in err
+    # tqdm.write puts a message on a line of its own (the bar is cleared first, then redrawn)
+    assert "\ncompiled train step (bp_steps=3) in 1.0s\n" in err.replace("\r", "\n")
     ProgressBar(total=5, enabled=False).update(3, loss=1.0)  # no-op
+    ProgressBar(total=5, enabled=False).write("plain line")  # no bar: a plain stderr line
+    out = capsys.readouterr()
+    assert out.err == "plain line\n" and out.out == ""
+
+
+def test_resume_drops_rows_past_the_restored_step(tmp_path):
+    w = MetricsWriter(tmp_path, LoggingConfig(tensorboard=False), 0)
+    for step in range(1, 7):
+        w.write(step, {"loss": float(step)})
+    w.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "lo')  # a row cut short by a kill
+    w = MetricsWriter(tmp_path, LoggingConfig(tensorboard=False), 0, keep_through=4)
+    w.write(5, {"loss": 50.0})
+    w.close()
+    recs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in recs] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 50.0)]
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 # ----------------------------------------------------------------------------- distributed detection

@@ -5,11 +5,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +37,21 @@ def _train(run_dir: Path, *extra: str, env=None, check=True) -> subprocess.Compl
     if check and p.returncode != 0:
         raise AssertionError(f"train.py failed ({p.returncode}):\n{p.stderr[-4000:]}")
     return p
+
+
+def _steps(run_dir: Path) -> list[int]:
+    """The step of every metrics.jsonl row, in file order."""
+    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _checkpoint_arrays(step_dir: Path) -> list[np.ndarray]:
+    """Every array of a saved training state, as numpy."""
+    import orbax.checkpoint as ocp
+
+    ckptr = ocp.PyTreeCheckpointer()
+    tree = ckptr.metadata(step_dir / "state").item_metadata.tree
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return jax.tree.leaves(ckptr.restore(step_dir / "state", args=ocp.args.PyTreeRestore(restore_args=args)))
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
@@ -72,6 +90,21 @@ def test_sigkill_resume_is_bit_exact(tmp_path, reference_run, kill_at):
     resumed_at = int(p2.stderr.split("resumed from")[1].split("at step")[1].split()[0])
     assert resumed_at in (4, 8) and resumed_at <= kill_at
     assert _losses(tmp_path) == reference_run
+    assert _steps(tmp_path) == list(range(1, 13))  # rows of replayed steps were dropped on resume
+
+
+def test_sigint_saves_exits_130_and_resumes_bit_exact(tmp_path, reference_run):
+    """Ctrl-C: checkpoint of the current step, one line, status 130; rerunning resumes from it."""
+    p = _train(tmp_path, "train.debug_signal=SIGINT@6", check=False)
+    assert p.returncode == 130, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr and "KeyboardInterrupt" not in p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert last == (f"interrupted: saved checkpoint at step 6 in {tmp_path / 'checkpoints' / '6'}; "
+                    f"run the same command to resume")
+    assert _steps(tmp_path) == list(range(1, 7))
+    p2 = _train(tmp_path)
+    assert f"resumed from {tmp_path / 'checkpoints' / '6'} at step 6" in p2.stderr
+    assert _losses(tmp_path) == reference_run and _steps(tmp_path) == list(range(1, 13))
 
 
 def test_sigterm_saves_and_exits_zero(tmp_path):
@@ -94,21 +127,53 @@ def test_init_from_warm_starts_from_ema(tmp_path, reference_run):
     assert second[1] < reference_run[1] - 0.05  # starts from trained weights, not from scratch
 
 
-def test_resume_with_a_different_model_is_refused(tmp_path):
-    _train(tmp_path, "train.total_steps=2")
-    p = _train(tmp_path, "train.total_steps=4", "model.hidden_size=64", check=False)
-    assert p.returncode != 0 and "model.hidden_size: checkpoint 32 vs config 64" in p.stderr
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """2 steps, one bp variant, with the held-out eval and profiler hooks on."""
+    run = tmp_path_factory.mktemp("short")
+    p = _train(run, "train.total_steps=2", "model.bp_warmup_ratio=0", "checkpoint.every_steps=1",
+               "train.eval_every=2", "train.profile_steps=1:2")
+    return run, p
+
+
+def test_heldout_eval_and_profile_hooks(short_run):
+    run, p = short_run
+    rows = {json.loads(line)["step"]: json.loads(line) for line in (run / "metrics.jsonl").open()}
+    assert "heldout_loss" not in rows[1] and 0 < rows[2]["heldout_loss"] < 20 and 0 <= rows[2]["heldout_accuracy"] <= 1
+    assert json.loads((run / "summary.json").read_text())["heldout"] == {"2": rows[2]["heldout_loss"]}
+    assert "step 2: held-out loss" in p.stderr and "EMA weights" in p.stderr
+    assert list((run / "profile").rglob("*.xplane.pb")), "no profiler trace written"
+    assert "profile of steps 1..2 written to" in p.stderr
+
+
+def test_resume_with_changed_settings(tmp_path, short_run):
+    """A different model is refused; changed schedule/data keys are refused unless
+    train.allow_config_change=true, which continues with the new values and warns."""
+    run = tmp_path / "run"
+    shutil.copytree(short_run[0], run)
+    same = ["model.bp_warmup_ratio=0", "checkpoint.every_steps=1"]
+    p = _train(run, "train.total_steps=4", "model.hidden_size=64", *same, check=False)
+    assert p.returncode == 2 and "model.hidden_size: checkpoint 32 vs config 64" in p.stderr
+    p = _train(run, "train.total_steps=4", "optim.lr=1e-3", *same, check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert "train.total_steps: 2 -> 4" in p.stderr and "optim.lr: 0.002 -> 0.001" in p.stderr
+    assert "train.allow_config_change=true" in p.stderr
+    p = _train(run, "train.total_steps=4", "train.allow_config_change=true", *same)
+    assert "warning: resuming" in p.stderr and "train.total_steps: 2 -> 4" in p.stderr
+    assert _steps(run) == [1, 2, 3, 4]
 
 
 def test_model_vocab_smaller_than_data_is_clear_error(tmp_path):
-    p = _train(tmp_path, "model.vocab_size=256", check=False)
+    p = _train(tmp_path / "run", "model.vocab_size=256", check=False)
     assert p.returncode == 2 and "model.vocab_size=256 is smaller than the vocabulary" in p.stderr
     assert "Traceback" not in p.stderr
+    assert not (tmp_path / "run").exists()  # a run that failed before its first step leaves no run dir
 
 
 def test_init_from_missing_checkpoint_is_clear_error(tmp_path):
-    p = _train(tmp_path, f"train.init_from={tmp_path / 'nope'}", check=False)
+    p = _train(tmp_path / "run", f"train.init_from={tmp_path / 'nope'}", check=False)
     assert p.returncode != 0 and "nope" in p.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_two_process_multihost_matches_single_process(tmp_path, reference_run):
@@ -154,7 +219,22 @@ def test_default_run_without_arguments(tmp_path):
     assert last <= 0.5 * first, (first, last)
 
 
-def test_nonfinite_loss_stops_with_clear_message(tmp_path):
-    p = _train(tmp_path, "optim.lr=1e38", check=False)
+def test_divergence_stops_and_never_checkpoints_nonfinite_state(tmp_path):
+    """`train.py optim.lr=1e30 checkpoint.every_steps=1` (README): non-zero exit naming what was
+    non-finite and the last good checkpoint; every checkpoint left holds only finite values, so the
+    same command can never resume from NaNs."""
+    p = _train(tmp_path, "optim.lr=1e30", "checkpoint.every_steps=1", check=False)
     assert p.returncode == 3, p.stderr[-2000:]
-    assert "non-finite loss at step" in p.stderr and "train.nan_policy" in p.stderr
+    assert "Traceback" not in p.stderr
+    msg = p.stderr.strip().splitlines()[-1]
+    assert msg.startswith("training stopped: non-finite ") and "train.nan_policy" in msg, msg
+    assert ("gradient norm at step" in msg or "loss at step" in msg or "state after step" in msg), msg
+    steps = sorted(int(d.name) for d in (tmp_path / "checkpoints").iterdir() if d.name.isdigit())
+    if steps:
+        assert f"last good checkpoint: {tmp_path / 'checkpoints' / str(max(steps))}" in msg
+    else:
+        assert "no checkpoint was saved" in msg
+    for step in steps:
+        for x in _checkpoint_arrays(tmp_path / "checkpoints" / str(step)):
+            if x.dtype.kind not in "iub":
+                assert np.isfinite(x.astype(np.float32)).all(), (step, x.shape)

@@ -11,7 +11,6 @@ from jax.sharding import PartitionSpec
 
 from hrm.config import ConfigError, load_config
 from hrm.train.setup import PLACEHOLDER_TOTAL_STEPS, TrainSetup, setup
-from hrm.train.state import init_state
 
 TINY = ["model.hidden_size=32", "model.num_heads=2", "model.vocab_size=128", "data.seq_len=32",
         "train.global_batch_rows=8", "train.total_steps=5"]
@@ -33,7 +32,7 @@ def test_setup_fields_and_abstract_state_match_init():
     batch = s.abstract_batch()
     assert set(batch) == {"inputs", "targets", "loss_mask", "segment_ids", "positions", "prefix_mask"}
     assert batch["inputs"].shape == (8, 32) and batch["inputs"].sharding == s.batch_sharding
-    state = init_state(s.cfg, s.spec, s.tx, s.state_shardings)
+    state = s.fresh_state()
     got = jax.tree.map(lambda x: (x.shape, x.dtype, x.sharding), state)
     want = jax.tree.map(lambda x: (x.shape, x.dtype, x.sharding), s.abstract_state)
     assert got == want
@@ -49,3 +48,15 @@ def test_setup_devices_total_steps_and_errors():
         setup(_cfg("mesh.fsdp=3"))
     with pytest.raises(ConfigError, match="processes"):
         setup(_cfg("mesh.fsdp=1", "train.global_batch_rows=2"), jax.devices()[:1], process_count=2)
+
+
+def test_train_hook_keys_are_validated():
+    assert _cfg("train.profile_steps=3:5").train.profile_steps == "3:5"
+    for bad in ("3", "5:3", "0:2", "a:b"):
+        with pytest.raises(ConfigError, match="train.profile_steps"):
+            _cfg(f"train.profile_steps={bad}")
+    with pytest.raises(ConfigError, match="train.eval_every"):
+        _cfg("train.eval_every=-1")
+    assert _cfg("train.allow_config_change=true").train.allow_config_change is True
+    with pytest.raises(ConfigError, match="data.packing"):  # removed: packing is always the global first-fit plan
+        _cfg("data.packing=first_fit")

@@ -22,14 +22,15 @@ detects a preemption sync point (multi-host TPU), or when `force=True`.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from hrm.config import CheckpointConfig
+from hrm.train.rundir import as_path
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ class Checkpointer:
     a fresh Checkpointer sees only finalized steps on disk.
     """
 
-    def __init__(self, directory: str | Path, cfg: CheckpointConfig):
-        self.directory = Path(directory).absolute()
+    def __init__(self, directory: Any, cfg: CheckpointConfig):
+        self.directory = as_path(directory)  # local (made absolute) or gs://… (etils.epath)
         self.cfg = cfg
         save_policies: list[Any] = [ocm.PreemptionCheckpointingPolicy()]
         if cfg.every_steps > 0:
@@ -78,6 +79,10 @@ class Checkpointer:
     def latest_step(self) -> Optional[int]:
         """The newest checkpoint step, or None if there is none (tmp/unfinalized dirs are ignored)."""
         return self._mngr.latest_step()
+
+    def step_dir(self, step: int) -> epath.Path:
+        """`<directory>/<step>` (where `save(step)` writes)."""
+        return self.directory / str(int(step))
 
     def should_save(self, step: int) -> bool:
         """Whether `save(step)` without `force` would write (interval or preemption)."""
@@ -161,18 +166,18 @@ class Checkpointer:
 # ---------------------------------------------------------------------- params only (init_from)
 
 
-def _latest_finalized(directory: Path) -> Optional[Path]:
+def _latest_finalized(directory: epath.Path) -> Optional[epath.Path]:
     steps = ocp.path.step.checkpoint_steps(directory) if directory.is_dir() else []
     return directory / str(max(steps)) if steps else None
 
 
-def resolve_step_dir(path: str | Path) -> Path:
+def resolve_step_dir(path: Any) -> epath.Path:
     """A step directory from `path`: a step dir itself, a checkpoint dir, or a run dir.
 
     Run dir → `<path>/checkpoints/<latest>`; checkpoint dir → `<path>/<latest>`. Raises
     FileNotFoundError naming the path when nothing usable is there.
     """
-    p = Path(path).absolute()
+    p = as_path(path)
     if not p.exists():
         raise FileNotFoundError(f"init_from path does not exist: {p}")
     if (p / STATE).is_dir():
@@ -185,7 +190,7 @@ def resolve_step_dir(path: str | Path) -> Path:
                             f"<step>/ and {CHECKPOINT_SUBDIR}/<step>/)")
 
 
-def load_params(path: str | Path, abstract_params: Any, use_ema: bool,
+def load_params(path: Any, abstract_params: Any, use_ema: bool,
                 params_key: Sequence[str] = ("params",),
                 ema_key: Sequence[str] = ("opt_state", "ema")) -> Any:
     """Read only the parameters (or their EMA) from a checkpoint, for `train.init_from` (STYLE §11).

@@ -2,7 +2,7 @@
 
     s = setup(cfg)                          # local devices
     s = setup(cfg, topology_devices)        # AOT for a TPU slice (hrm/train/aot.py)
-    state = init_state(cfg, s.spec, s.tx, s.state_shardings)
+    state = s.fresh_state()                 # or restore into s.abstract_state
     step = compile_train_step(cfg, s.spec, s.tx, s.total_steps, bp, s.state_shardings, s.batch_sharding)
     step.lower(s.abstract_state, s.abstract_batch()).compile()
 
@@ -25,7 +25,7 @@ from hrm.config import Config, ConfigError
 from hrm.data.packing import FIELDS as BATCH_FIELDS  # the fields of a packed batch (SPEC §4.2–4.4)
 from hrm.mesh import make_mesh
 from hrm.sharding import batch_sharding
-from hrm.train.state import ModelSpec, abstract_state, make_optimizer, model_spec, state_sharding
+from hrm.train.state import ModelSpec, abstract_state, init_state, make_optimizer, model_spec, state_sharding
 
 # Used for the LR schedule when neither `total_steps` nor train.total_steps is given (e.g. AOT
 # compilation before the data is known): shapes and memory do not depend on it.
@@ -96,6 +96,10 @@ class TrainSetup:
     def tokens_per_step(self) -> int:
         """Token slots (padding included) per global batch."""
         return self.global_rows * self.seq_len
+
+    def fresh_state(self) -> dict:
+        """A freshly initialised state, materialised directly into `state_shardings`."""
+        return init_state(self.cfg, self.spec, self.tx, self.state_shardings)
 
     def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
         """ShapeDtypeStructs (with the batch sharding) of one global batch, for AOT `.lower`."""

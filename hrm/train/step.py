@@ -84,7 +84,9 @@ def train_step(state: dict, batch: dict, *, cfg: Config, spec: ModelSpec, tx, to
     if cfg.train.nan_policy == "skip":
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
         new_params = keep(new_params, params)
-        new_opt = keep(opt_state_to_dict(new_opt), state["opt_state"])
+        # A skipped step consumes its batch and counts for the schedules: step, data position and the
+        # optimiser count (LR) advance; params, moments, per-parameter counts and EMA keep their values.
+        new_opt = {**keep(opt_state_to_dict(new_opt), state["opt_state"]), "count": new_opt.count}
     else:
         new_opt = opt_state_to_dict(new_opt)
     new_state = {**state, "params": new_params, "opt_state": new_opt, "step": state["step"] + 1}
