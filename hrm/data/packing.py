@@ -6,13 +6,14 @@ slots, and consecutive groups of `rows` rows form the global batches; host p lat
 [p·rows/P, (p+1)·rows/P) of each batch. So batch k is a pure function of (seed, k, data) and does not depend on the
 number of hosts (SPEC §4.3 port note: examples never split, positions restart per example).
 
-Packer (`pack_rows`): the epoch is cut into chunks of `CHUNK` consecutive examples; within a chunk, best-fit over
+Packer (`pack_rows`): the epoch is cut into equal chunks of at least `CHUNK` consecutive examples and at least
+`MIN_CHUNK_ROWS` rows' worth of slots (`chunk_size`; short examples get longer chunks); within a chunk, best-fit over
 `open_rows` open rows (an example goes to the open row it fills most tightly; if none can take it, the fullest open
 row is closed and a new one opened). All chunks advance in lockstep, one example per numpy step over a
 [chunks, open_rows] state, so planning is O(examples) time and memory with ~15 vectorised ops per step: 10M
 examples of realistic length plan in a few seconds on one core (bench/packing_plan.py) at ≈ 99% slot use. Rows keep
-chunk order (then opening order), so an example moves at most one chunk (≈ 800 rows at 4096 slots) from its place in
-the epoch order. The incomplete last batch is dropped (the reference drops the last batch, SPEC §4.3); its examples
+chunk order (then opening order), so an example moves at most one chunk (≈ 800 rows at 4096 slots and realistic
+lengths) from its place in the epoch order; the ≤ `open_rows` rows still open at a chunk's end close part-full. The incomplete last batch is dropped (the reference drops the last batch, SPEC §4.3); its examples
 are reported as `dropped_tail` and listed in `EpochPlan.dropped`.
 """
 
@@ -23,6 +24,7 @@ import dataclasses
 import numpy as np
 
 CHUNK = 4096
+MIN_CHUNK_ROWS = 256
 DEFAULT_OPEN_ROWS = 8
 OVERLONG_POLICIES = ("truncate", "drop", "reference")
 FIELDS = ("inputs", "targets", "loss_mask", "segment_ids", "positions", "prefix_mask")
@@ -82,12 +84,22 @@ class EpochPlan:
         return ex, row
 
 
+def chunk_size(slots: np.ndarray, seq_len: int) -> int:
+    """Examples per chunk: ≥ CHUNK and ≥ MIN_CHUNK_ROWS rows of `seq_len` at the mean item size, so the part-full
+    rows closed at chunk ends stay a small fraction; chunks are then evened out (a function of the lengths only)."""
+    n = len(slots)
+    want = max(CHUNK, -(-MIN_CHUNK_ROWS * seq_len * n // max(int(slots.sum()), 1)))
+    c = -(-n // min(want, n))
+    return -(-n // c)
+
+
 def pack_rows(slots: np.ndarray, seq_len: int, open_rows: int = DEFAULT_OPEN_ROWS,
-              chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
+              chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pack items of `slots[i]` ≤ seq_len slots (in order) into rows; returns (item order, row_start).
 
     `order[row_start[r]:row_start[r + 1]]` are the items of row r in increasing item index. Chunked best-fit with
-    `open_rows` open rows per chunk, all chunks advanced in lockstep (see the module docstring).
+    `open_rows` open rows per chunk (`chunk` items each, default `chunk_size`), all chunks advanced in lockstep
+    (see the module docstring).
     """
     slots = np.asarray(slots, np.int64)
     n = len(slots)
@@ -95,7 +107,7 @@ def pack_rows(slots: np.ndarray, seq_len: int, open_rows: int = DEFAULT_OPEN_ROW
         return np.zeros(0, np.int64), np.zeros(1, np.int64)
     if slots.max() > seq_len or slots.min() < 1:
         raise ValueError(f"item sizes must be in [1, {seq_len}], got [{slots.min()}, {slots.max()}]")
-    length = min(chunk, n)
+    length = min(chunk or chunk_size(slots, seq_len), n)
     c = -(-n // length)
     x_all = np.zeros(c * length, np.int32)
     x_all[:n] = slots

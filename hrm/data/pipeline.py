@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import sys
 import threading
 from typing import Any
 
@@ -37,7 +38,7 @@ log = logging.getLogger("hrm.data")
 
 STATE_KEYS = ("seed", "seq_len", "global_batch_rows", "overlong", "num_examples", "lookahead", "plan",
               "prepared_epochs")
-PLAN_VERSION = f"chunked-best-fit-v1/{packing.CHUNK}"
+PLAN_VERSION = f"chunked-best-fit-v2/{packing.CHUNK}/{packing.MIN_CHUNK_ROWS}"
 
 
 class PackedBatchSource:
@@ -172,10 +173,11 @@ class PackedBatchSource:
         self._stats.update({e: dict(s) for e, s in enumerate(stats)})
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-            self._futures.clear()
+        """Stop background planning (a later access plans on demand again)."""
+        ex, self._executor = self._executor, None
+        self._futures.clear()
+        if ex is not None and not sys.is_finalizing():  # grain calls close() from __del__, also at exit
+            ex.shutdown(wait=False, cancel_futures=True)
 
     def __getitem__(self, step: int) -> dict[str, np.ndarray]:
         epoch, b = self.locate(int(step))
