@@ -187,12 +187,15 @@ def _first_fit_reference(slots, seq_len, open_rows, chunk):
     return rows
 
 
-@pytest.mark.parametrize("n,chunk,open_rows", [(1, 8, 2), (300, 64, 3), (1000, 4096, 8), (777, 100, 1)])
-def test_pack_rows_matches_python_transcription(n, chunk, open_rows):
-    """The lockstep numpy packer equals the obvious sequential algorithm (incl. argmin tie-breaks, ragged chunks)."""
+@pytest.mark.parametrize("n,chunk,open_rows", [(1, 8, 2), (300, 64, 3), (1000, 4096, 8), (777, 100, 1),
+                                                (5000, 97, 8)])
+@pytest.mark.parametrize("method", ["numpy", "python"])
+def test_pack_rows_matches_python_transcription(n, chunk, open_rows, method):
+    """Both packer implementations (lockstep numpy, plain loop) equal the obvious sequential algorithm (incl.
+    argmin tie-breaks and ragged last chunks)."""
     rng = np.random.default_rng(n)
     slots = np.clip(np.round(np.exp(rng.normal(3.5, 0.9, n))), 1, 128).astype(np.int64)
-    order, row_start = packing.pack_rows(slots, 128, open_rows=open_rows, chunk=chunk)
+    order, row_start = packing.pack_rows(slots, 128, open_rows=open_rows, chunk=chunk, method=method)
     got = [order[row_start[r]:row_start[r + 1]].tolist() for r in range(len(row_start) - 1)]
     assert got == _first_fit_reference(slots.tolist(), 128, open_rows, chunk)
     with pytest.raises(ValueError, match="item sizes"):

@@ -25,6 +25,7 @@ import numpy as np
 
 CHUNK = 4096
 MIN_CHUNK_ROWS = 256
+PYTHON_MAX_CHUNKS = 12  # below this many chunks the per-step numpy overhead loses to a plain loop
 DEFAULT_OPEN_ROWS = 8
 OVERLONG_POLICIES = ("truncate", "drop", "reference")
 FIELDS = ("inputs", "targets", "loss_mask", "segment_ids", "positions", "prefix_mask")
@@ -93,13 +94,42 @@ def chunk_size(slots: np.ndarray, seq_len: int) -> int:
     return -(-n // c)
 
 
-def pack_rows(slots: np.ndarray, seq_len: int, open_rows: int = DEFAULT_OPEN_ROWS,
-              chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _pack_chunks_python(slots: np.ndarray, seq_len: int, k: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same packer as a plain loop, one chunk after the other: faster than the lockstep version when there are
+    only a few chunks (short epochs of short examples), identical output (tested)."""
+    off = seq_len + 2
+    rows: list[list[int]] = []
+    xs = slots.tolist()
+    for c0 in range(0, len(xs), length):
+        rem, rid = [-1] * k, [0] * k
+        for i in range(c0, min(c0 + length, len(xs))):
+            x = xs[i]
+            best, score = 0, off + seq_len + 1
+            for s in range(k):
+                sc = rem[s] - x
+                if sc < 0:
+                    sc = rem[s] + off
+                if sc < score:
+                    best, score = s, sc
+            if score > seq_len:
+                rem[best], rid[best] = seq_len - x, len(rows)
+                rows.append([i])
+            else:
+                rem[best] = score
+                rows[rid[best]].append(i)
+    row_start = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum([len(r) for r in rows], out=row_start[1:])
+    return np.fromiter((i for r in rows for i in r), np.int64, len(xs)), row_start
+
+
+def pack_rows(slots: np.ndarray, seq_len: int, open_rows: int = DEFAULT_OPEN_ROWS, chunk: int | None = None,
+              method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Pack items of `slots[i]` ≤ seq_len slots (in order) into rows; returns (item order, row_start).
 
     `order[row_start[r]:row_start[r + 1]]` are the items of row r in increasing item index. Chunked best-fit with
     `open_rows` open rows per chunk (`chunk` items each, default `chunk_size`), all chunks advanced in lockstep
-    (see the module docstring).
+    (see the module docstring); `method` "auto" runs the equivalent plain loop when there are ≤ PYTHON_MAX_CHUNKS
+    chunks ("numpy" / "python" force one).
     """
     slots = np.asarray(slots, np.int64)
     n = len(slots)
@@ -109,10 +139,12 @@ def pack_rows(slots: np.ndarray, seq_len: int, open_rows: int = DEFAULT_OPEN_ROW
         raise ValueError(f"item sizes must be in [1, {seq_len}], got [{slots.min()}, {slots.max()}]")
     length = min(chunk or chunk_size(slots, seq_len), n)
     c = -(-n // length)
+    k = max(1, int(open_rows))
+    if method == "python" or (method == "auto" and c <= PYTHON_MAX_CHUNKS):
+        return _pack_chunks_python(slots, seq_len, k, length)
     x_all = np.zeros(c * length, np.int32)
     x_all[:n] = slots
     x_all = np.ascontiguousarray(x_all.reshape(c, length).T)  # [length, c]: step j reads one contiguous row
-    k = max(1, int(open_rows))
     off = seq_len + 2  # a row that cannot take x scores off + free: above every fitting score (≤ seq_len)
     rem = np.full((c, k), -1, np.int32)  # free slots of each open row; -1 = no row yet
     bid = np.zeros((c, k), np.int32)  # chunk-local id of the row in each open slot
