@@ -47,7 +47,8 @@ HELDOUT_TASK = "default"  # the task that reads --heldout
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
-                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="run dir, checkpoints dir or step dir to evaluate, or random:<config.yaml>")
     p.add_argument("--config", help="YAML run config; its `eval:` section supplies defaults for unset flags")
     p.add_argument("--tasks", help="comma list of tasks; `all` = the eight benchmarks; `default` = held-out pairs "

@@ -67,7 +67,8 @@ def mcq_prompt(shots: Sequence[tuple[str, Sequence[str], str]], query: str, choi
 
 
 def hellaswag_query(ctx_a: str, ctx_b: str) -> str:
-    """HellaSwag query: ctx_a + " " + capitalize(ctx_b) + "\\nQuestion: Which is the most logical continuation?" (SPEC §7.4)."""
+    """HellaSwag query (SPEC §7.4): ctx_a + " " + capitalize(ctx_b) + "\\nQuestion: Which is the most logical
+    continuation?"."""
     return f"{ctx_a} {capitalize(ctx_b)}\nQuestion: Which is the most logical continuation?"
 
 

@@ -1,8 +1,9 @@
 """Release-file access with integrity checks: existence, sha256 and item counts (SPEC §7.12 item 9).
 
-Known checksums come from the benchmark data folder's SOURCES.md and SHA256SUMS (shared/benchdata). A mismatch (or a count that differs
-from SPEC §7.12) is a `DataIntegrityWarning` naming the file, never an error: a user may legitimately evaluate a
-re-serialised copy. A missing file is a `MissingDataError` naming the file and what it is needed for.
+Known checksums come from the benchmark data folder's SOURCES.md and SHA256SUMS (shared/benchdata). A mismatch
+(or a count that differs from SPEC §7.12) is a `DataIntegrityWarning` naming the file, never an error: a user may
+legitimately evaluate a re-serialised copy. A missing file is a `MissingDataError` naming the file and what it
+is needed for.
 
 Multi-file releases (MMLU CSVs, MATH JSONs) are checked per directory against an aggregate digest: sha256 of the
 lines "<sha256>  <name>\\n" over the directory's files sorted by name (computed from benchdata/SHA256SUMS). On a
