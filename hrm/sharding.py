@@ -219,6 +219,18 @@ def activation_rules(rules: Rules) -> Iterator[None]:
         _ACTIVE_RULES.reset(token)
 
 
+@contextlib.contextmanager
+def tracing_context(mesh: Optional[Mesh], rules: Rules) -> Iterator[None]:
+    """Enter while tracing a step: the mesh's abstract mesh plus `activation_rules(rules)`, so the model's
+    activation constraints (and shard_map'ed kernels) see the mesh the step is compiled for. No-op without
+    a mesh."""
+    if mesh is None:
+        yield
+        return
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), activation_rules(rules):
+        yield
+
+
 def activation_spec(names: Names, shape: Sequence[int], rules: Optional[Rules] = None) -> Optional[PartitionSpec]:
     """PartitionSpec of an activation under the active mesh and rules, or None when either is absent."""
     rules = _ACTIVE_RULES.get() if rules is None else rules

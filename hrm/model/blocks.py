@@ -110,7 +110,7 @@ def block_apply(w: dict[str, jax.Array], h: jax.Array, ctx: StackContext, cfg: M
     cd = h.dtype
     h = constrain(h, ACT_HIDDEN)
     x = rms_norm(h, cfg.norm_eps)
-    gqkv = constrain(project("btd,dgnh->btgnh", x, w["gqkv"], cd), ACT_GQKV)
+    gqkv = constrain(project("btd,dgnh->btgnh", x, w["gqkv"], cd, LOGICAL_AXES["gqkv"][1:]), ACT_GQKV)
     gqkv = checkpoint_name(gqkv, "qkv_proj")
     gate, q, k, v = (gqkv[:, :, i] for i in range(4))
     q = apply_rope(q, ctx.cos, ctx.sin)
@@ -119,12 +119,12 @@ def block_apply(w: dict[str, jax.Array], h: jax.Array, ctx: StackContext, cfg: M
         cache = (_write_cache(cache[0], k, where, ctx.write_index), _write_cache(cache[1], v, where, ctx.write_index))
         k, v = cache[0][where].astype(cd), cache[1][where].astype(cd)
     attn = checkpoint_name(constrain(attend(q, k, v, ctx.mask, cfg), ACT_HEADS), "context")
-    out = project("btnh,nhd->btd", attn * jax.nn.sigmoid(gate), w["o"], cd)
+    out = project("btnh,nhd->btd", attn * jax.nn.sigmoid(gate), w["o"], cd, LOGICAL_AXES["o"][1:])
     h = constrain(h + checkpoint_name(out, "out_proj"), ACT_HIDDEN)
     x = rms_norm(h, cfg.norm_eps)
-    gu = checkpoint_name(constrain(project("btd,dci->btci", x, w["gate_up"], cd), ACT_MLP), "mlpwi")
+    gu = checkpoint_name(constrain(project("btd,dci->btci", x, w["gate_up"], cd, LOGICAL_AXES["gate_up"][1:]), ACT_MLP), "mlpwi")
     mlp = jax.nn.silu(gu[:, :, 0]) * gu[:, :, 1]
-    out = checkpoint_name(project("bti,id->btd", mlp, w["down"], cd), "mlpwo")
+    out = checkpoint_name(project("bti,id->btd", mlp, w["down"], cd, LOGICAL_AXES["down"][1:]), "mlpwo")
     return constrain(h + out, ACT_HIDDEN), cache
 
 

@@ -13,9 +13,12 @@ so the cross-chip reduction that XLA inserts after it runs on fp32 partial sums.
 from __future__ import annotations
 
 import functools
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from hrm.sharding import constrain
 
 
 def _transposed_specs(spec: str) -> tuple[str, str]:
@@ -25,31 +28,38 @@ def _transposed_specs(spec: str) -> tuple[str, str]:
     return f"{out},{ws}->{xs}", f"{xs},{out}->{ws}"
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
-def _project(spec: str, x: jax.Array, w: jax.Array, compute_dtype) -> jax.Array:
-    return jnp.einsum(spec, x.astype(compute_dtype), w.astype(compute_dtype))
-
-
-def _project_fwd(spec, x, w, compute_dtype):
-    xc, wc = x.astype(compute_dtype), w.astype(compute_dtype)
-    return jnp.einsum(spec, xc, wc), (xc, wc, x.dtype, w.dtype)
-
-
-def _project_bwd(spec, compute_dtype, res, dy):
-    xc, wc, x_dtype, w_dtype = res
+@functools.lru_cache(maxsize=None)
+def _projector(spec: str, compute_dtype: str, w_names: Optional[tuple]):
+    """The custom-VJP einsum for one (spec, compute dtype, weight names); cached per call site kind."""
+    cd = jnp.dtype(compute_dtype)
     dx_spec, dw_spec = _transposed_specs(spec)
-    dx = jnp.einsum(dx_spec, dy.astype(compute_dtype), wc).astype(x_dtype)
-    dw = jnp.einsum(dw_spec, xc, dy.astype(compute_dtype), preferred_element_type=jnp.float32)
-    return dx, dw.astype(w_dtype)  # fp32 master weights: the fp32 sum is kept as is
+
+    @jax.custom_vjp
+    def f(x, w):
+        return jnp.einsum(spec, x.astype(cd), w.astype(cd))
+
+    def fwd(x, w):
+        xc, wc = x.astype(cd), w.astype(cd)
+        return jnp.einsum(spec, xc, wc), (xc, wc, jnp.zeros((0,), x.dtype), jnp.zeros((0,), w.dtype))
+
+    def bwd(res, dy):
+        xc, wc, x_like, w_like = res
+        dx = jnp.einsum(dx_spec, dy.astype(cd), wc).astype(x_like.dtype)
+        dw = jnp.einsum(dw_spec, xc, dy.astype(cd), preferred_element_type=jnp.float32)
+        if w_names is not None:  # sharded like the weight: the cross-chip sum becomes an fp32 reduce-scatter
+            dw = constrain(dw, w_names)
+        return dx, dw.astype(w_like.dtype)  # fp32 master weights: the fp32 sum is kept as is
+
+    f.defvjp(fwd, bwd)
+    return f
 
 
-_project.defvjp(_project_fwd, _project_bwd)
-
-
-def project(spec: str, x: jax.Array, w: jax.Array, compute_dtype=None) -> jax.Array:
+def project(spec: str, x: jax.Array, w: jax.Array, compute_dtype=None, w_names: Optional[Sequence] = None) -> jax.Array:
     """einsum(spec, x, w) in `compute_dtype` (default x.dtype), weight gradient accumulated and returned
-    in fp32. `spec` is 'x_axes,w_axes->out_axes' with no axis summed within a single operand."""
+    in fp32. `spec` is 'x_axes,w_axes->out_axes' with no axis summed within a single operand. `w_names`
+    (the weight's logical axes) shard the weight gradient like the weight, so data-parallel partial sums
+    are reduce-scattered (FSDP) instead of all-reduced."""
     compute_dtype = jnp.dtype(compute_dtype or x.dtype)
     if compute_dtype == jnp.float32 and x.dtype == jnp.float32 and w.dtype == jnp.float32:
         return jnp.einsum(spec, x, w)
-    return _project(spec, x, w, compute_dtype)
+    return _projector(spec, compute_dtype.name, None if w_names is None else tuple(w_names))(x, w)

@@ -19,9 +19,11 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import Mesh
 
 from hrm.config import Config
-from hrm.model.loss import finalize_metrics, lm_loss_sums
+from hrm.model.loss import SUM_KEYS, chunked_lm_loss_sums, finalize_metrics
+from hrm.sharding import tracing_context
 from hrm.train.optim import active_mask
 from hrm.train.schedules import lr_at
 from hrm.train.state import ModelSpec, opt_state_from_dict, opt_state_to_dict
@@ -40,13 +42,17 @@ def _split_microbatches(batch: dict, m: int) -> dict:
 
 
 def loss_and_grads(spec: ModelSpec, params: dict, buffers: dict, batch: dict, bp_steps: Optional[int],
-                   microbatches: int = 1) -> tuple[dict, Any]:
-    """Summed metrics and the gradient of the summed CE over response tokens (not yet normalised)."""
+                   microbatches: int = 1, loss_chunk: int = 0) -> tuple[dict, Any]:
+    """Summed metrics and the gradient of the summed CE over response tokens (not yet normalised).
+
+    The LM head and cross-entropy run in chunks of `loss_chunk` tokens (model.loss_chunk) so the fp32
+    [B, T, V] logits are never materialised."""
 
     def sum_loss(p, mb):
         model = spec.merge(p, buffers)
-        logits = model(mb["inputs"], mb["positions"], mb["segment_ids"], mb["prefix_mask"], bp_steps)
-        sums = lm_loss_sums(logits, mb["targets"], mb["loss_mask"], mb["segment_ids"])
+        z = model.hidden(mb["inputs"], mb["positions"], mb["segment_ids"], mb["prefix_mask"], bp_steps)
+        sums = chunked_lm_loss_sums(z, model.head.kernel[...], mb["targets"], mb["loss_mask"], mb["segment_ids"],
+                                    loss_chunk)
         return sums["loss_sum"], sums
 
     grad_fn = jax.value_and_grad(sum_loss, has_aux=True)
@@ -61,19 +67,28 @@ def loss_and_grads(spec: ModelSpec, params: dict, buffers: dict, batch: dict, bp
         return (jax.tree.map(jnp.add, acc_sums, sums), acc_g), None
 
     zero_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-    zero_s = {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "count", "correct", "seq_count", "seq_correct")}
+    zero_s = {k: jnp.zeros((), jnp.float32) for k in SUM_KEYS}
     (sums, grads), _ = jax.lax.scan(body, (zero_s, zero_g), _split_microbatches(batch, microbatches))
     return sums, grads
 
 
 def train_step(state: dict, batch: dict, *, cfg: Config, spec: ModelSpec, tx, total_steps: int,
-               bp_steps: Optional[int]) -> tuple[dict, dict]:
-    """One optimiser step on a global batch. Pure; `bp_steps` must be static."""
+               bp_steps: Optional[int], mesh: Optional[Mesh] = None) -> tuple[dict, dict]:
+    """One optimiser step on a global batch. Pure; `bp_steps` must be static.
+
+    With `mesh`, the step is traced under it and the `mesh.rules` table: activations are batch-sharded
+    over data x fsdp (heads/MLP over tensor) by the model's logical constraints (STYLE §6)."""
+    with tracing_context(mesh, cfg.mesh.rules):
+        return _train_step(state, batch, cfg=cfg, spec=spec, tx=tx, total_steps=total_steps, bp_steps=bp_steps)
+
+
+def _train_step(state: dict, batch: dict, *, cfg: Config, spec: ModelSpec, tx, total_steps: int,
+                bp_steps: Optional[int]) -> tuple[dict, dict]:
     params, buffers = state["params"], state["buffers"]
-    sums, grads = loss_and_grads(spec, params, buffers, batch, bp_steps, cfg.train.microbatches)
+    sums, grads = loss_and_grads(spec, params, buffers, batch, bp_steps, cfg.train.microbatches, cfg.model.loss_chunk)
     count = jnp.maximum(sums["count"], 1.0)
     grads = jax.tree.map(lambda g: g.astype(jnp.float32) / count, grads)
-    active = active_mask(params, cfg.model, bp_steps if cfg.model.arch == "hrm" else None,
+    active = active_mask(params, cfg.model, bp_steps,
                          cfg.optim.freeze_absent_grads)
     opt = opt_state_from_dict(state["opt_state"])
     updates, new_opt = tx.update(grads, opt, params, active=active)
@@ -82,10 +97,10 @@ def train_step(state: dict, batch: dict, *, cfg: Config, spec: ModelSpec, tx, to
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     if cfg.train.nan_policy == "skip":
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
-        new_params = keep(new_params, params)
         # A skipped step consumes its batch and counts for the schedules: step, data position and the
         # optimiser count (LR) advance; params, moments, per-parameter counts and EMA keep their values.
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        new_params = keep(new_params, params)
         new_opt = {**keep(opt_state_to_dict(new_opt), state["opt_state"]), "count": new_opt.count}
     else:
         new_opt = opt_state_to_dict(new_opt)
@@ -102,7 +117,9 @@ def train_step(state: dict, batch: dict, *, cfg: Config, spec: ModelSpec, tx, to
 def compile_train_step(cfg: Config, spec: ModelSpec, tx, total_steps: int, bp_steps: Optional[int],
                        state_shardings: dict, batch_sharding) -> Any:
     """jax.jit of `train_step` for one bp_steps value with explicit shardings and donated state."""
-    fn = functools.partial(train_step, cfg=cfg, spec=spec, tx=tx, total_steps=total_steps, bp_steps=bp_steps)
+    mesh = batch_sharding.mesh
+    fn = functools.partial(train_step, cfg=cfg, spec=spec, tx=tx, total_steps=total_steps, bp_steps=bp_steps,
+                           mesh=mesh)
     batch_sh = {k: batch_sharding for k in BATCH_KEYS}
     return jax.jit(fn, in_shardings=(state_shardings, batch_sh), out_shardings=(state_shardings, None),
                    donate_argnums=0)
@@ -127,7 +144,8 @@ class StepCache:
         if bp_steps not in self._fns:
             cfg, spec, tx, total = self._args
             t0 = time.perf_counter()
-            compiled = compile_train_step(cfg, spec, tx, total, bp_steps, *self._shardings).lower(state, batch).compile()
+            with jax.set_mesh(self._shardings[1].mesh):  # lowered and compiled under the mesh (STYLE §6)
+                compiled = compile_train_step(cfg, spec, tx, total, bp_steps, *self._shardings).lower(state, batch).compile()
             mem = compiled.memory_analysis()
             info = {"compile_s": time.perf_counter() - t0}
             if mem is not None:
