@@ -58,6 +58,7 @@ _save = jax.checkpoint_policies.save_only_these_names
 REMAT_POLICIES = {
     "none": None,  # no rematerialisation: every intermediate is kept
     "full": jax.checkpoint_policies.nothing_saveable,  # only the block input is kept
+    "save_context": _save("context"),  # attention output (+ its logsumexp): no attention recompute
     "save_qkv_proj": _save("qkv_proj"),
     "save_out_proj": _save("out_proj"),
     "save_dot_except_mlp": _save("qkv_proj", "context", "out_proj"),
@@ -118,7 +119,7 @@ def block_apply(w: dict[str, jax.Array], h: jax.Array, ctx: StackContext, cfg: M
     if cache is not None:
         cache = (_write_cache(cache[0], k, where, ctx.write_index), _write_cache(cache[1], v, where, ctx.write_index))
         k, v = cache[0][where].astype(cd), cache[1][where].astype(cd)
-    attn = checkpoint_name(constrain(attend(q, k, v, ctx.mask, cfg), ACT_HEADS), "context")
+    attn = constrain(attend(q, k, v, ctx.mask, cfg), ACT_HEADS)  # named "context" by `attend`
     out = project("btnh,nhd->btd", attn * jax.nn.sigmoid(gate), w["o"], cd, LOGICAL_AXES["o"][1:])
     h = constrain(h + checkpoint_name(out, "out_proj"), ACT_HIDDEN)
     x = rms_norm(h, cfg.norm_eps)

@@ -6,7 +6,9 @@
 
 A backend is one module in this package with two functions,
 `prepare(mask, cfg) -> AttentionMask` (derive what it needs: dense mask, key ranges, ...) and
-`attend(q, k, v, mask, *, scale, cfg) -> [B, Tq, N, H]`, plus one entry in `BACKENDS`. Every backend
+`attend(q, k, v, mask, *, scale, cfg) -> [B, Tq, N, H]`, plus one entry in `BACKENDS`. A kernel
+backend that names its own residuals "context" sets `NAMES_CONTEXT = True`; `attend` names the output
+of the others. Every backend
 is tested against `xla` (dense, fp32 softmax) in fp32 and bf16, forward and gradients.
 """
 
@@ -20,9 +22,12 @@ from types import ModuleType
 from typing import Iterator, Optional
 
 import jax
+from jax.ad_checkpoint import checkpoint_name
 
 from hrm.config import ModelConfig
 from hrm.model.attention.mask import AttentionMask, cache_decode_mask, key_ranges, prefix_lm_mask
+
+CONTEXT = "context"  # remat checkpoint name of the attention output (hrm.model.blocks.REMAT_POLICIES)
 
 # name -> module implementing `prepare` and `attend` (imported on first use).
 BACKENDS: dict[str, str] = {
@@ -66,8 +71,12 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: AttentionMask, cfg: M
     (FlashAttention-3's default, used by the reference)."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     if _SHAPE_ONLY.get() and q.shape == k.shape == v.shape:
-        return q + k + v
-    return backend_module(cfg.attention_backend).attend(q, k, v, mask, scale=scale, cfg=cfg)
+        return checkpoint_name(q + k + v, CONTEXT)
+    backend = backend_module(cfg.attention_backend)
+    out = backend.attend(q, k, v, mask, scale=scale, cfg=cfg)
+    # The output is the "context" residual of remat policies; kernel backends name their own residuals
+    # (output and logsumexp) so the forward kernel is not rerun, and must not be saved twice.
+    return out if getattr(backend, "NAMES_CONTEXT", False) else checkpoint_name(out, CONTEXT)
 
 
 __all__ = ["AttentionMask", "BACKENDS", "attend", "backend_module", "cache_decode_mask", "key_ranges",

@@ -31,6 +31,7 @@ from hrm.model.attention.splash_kernel import (KERNEL_NAMES, NUM_LANES, KernelPa
 from hrm.sharding import activation_spec
 
 ACT_QKV = ("act_batch", "act_len", "act_heads", None)
+NAMES_CONTEXT = True  # the kernel names its output and logsumexp residuals "context" (splash_kernel.py)
 
 __all__ = ["KERNEL_NAMES", "attend", "block_counts", "block_occupancy", "kernel_flops", "lowering_platform",
            "plan_blocks", "prepare"]
