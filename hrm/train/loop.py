@@ -68,24 +68,8 @@ def train(cfg: Config) -> dict[str, Any]:
                 "data_dir": str(data_dir), "tokenizer_hash": data_iter.metadata.get("tokenizer", {}).get("sha256", "")}
         echo(describe(cfg, s, state, data_iter, data_dir))
 
-        # ---- hooks, in the order they run
         loop = Loop(cfg, s, state, start, Batches(data_iter, s, cfg.model.attn_type == "causal"), echo)
-        checkpoints = CheckpointHook(ckpt, data_iter, meta)
-        bar = ProgressBar(s.total_steps, initial=start, enabled=cfg.logging.progress_bar and proc == 0)
-        echo.bar = bar
-        writer = MetricsWriter(run.path, cfg.logging, process_index=proc, run_config=to_dict(cfg), run_name=cfg.name,
-                               keep_through=start)
-        hooks: list[Hook] = [NanPolicy(cfg.train.nan_policy), Throughput(), MetricsLog(writer, cfg.train.log_every),
-                             Progress(bar)]
-        if cfg.train.profile_steps:
-            hooks.append(Profiler(cfg.train.profile_steps, str(run / "profile")))
-        if heldout is not None:
-            hooks.append(HeldOutEval(cfg, s, heldout, cfg.train.eval_every, cfg.eval.use_ema))
-        hooks.append(checkpoints)
-        if cfg.train.debug_signal:
-            hooks.append(FaultInjection(cfg.train.debug_signal))
-        hooks.append(Interrupts(checkpoints, multihost=jax.process_count() > 1, echo=echo))
-
+        hooks, checkpoints = make_hooks(cfg, s, run, ckpt, data_iter, meta, start, heldout, echo)
         try:
             summary = loop.run(hooks)
         except TrainingStopped as e:
@@ -94,6 +78,28 @@ def train(cfg: Config) -> dict[str, Any]:
             echo.bar = None
     run.write_json("summary.json", summary)
     return summary
+
+
+def make_hooks(cfg: Config, s: TrainSetup, run: RunDir, ckpt: Checkpointer, data_iter: Any, meta: dict, start: int,
+               heldout: Optional[list], echo: "Console") -> tuple[list[Hook], CheckpointHook]:
+    """The loop's hooks in the order they run (metrics pieces first, interrupts last)."""
+    proc = jax.process_index()
+    bar = ProgressBar(s.total_steps, initial=start, enabled=cfg.logging.progress_bar and proc == 0)
+    echo.bar = bar  # from here on, messages go through tqdm.write
+    writer = MetricsWriter(run.path, cfg.logging, process_index=proc, run_config=to_dict(cfg), run_name=cfg.name,
+                           keep_through=start)
+    hooks: list[Hook] = [NanPolicy(cfg.train.nan_policy), Throughput(), MetricsLog(writer, cfg.train.log_every),
+                         Progress(bar)]
+    if cfg.train.profile_steps:
+        hooks.append(Profiler(cfg.train.profile_steps, str(run / "profile")))
+    if heldout is not None:
+        hooks.append(HeldOutEval(cfg, s, heldout, cfg.train.eval_every, cfg.eval.use_ema))
+    checkpoints = CheckpointHook(ckpt, data_iter, meta)
+    hooks.append(checkpoints)
+    if cfg.train.debug_signal:
+        hooks.append(FaultInjection(cfg.train.debug_signal))
+    hooks.append(Interrupts(checkpoints, multihost=jax.process_count() > 1, echo=echo))
+    return hooks, checkpoints
 
 
 # ----------------------------------------------------------------------------- the loop
