@@ -21,18 +21,23 @@ import jax.numpy as jnp
 
 from hrm.config import Config, ConfigError
 from hrm.data.paths import as_path
-from hrm.model.loss import lm_loss_sums
+from hrm.model.loss import chunked_lm_loss_sums
+from hrm.sharding import tracing_context
 from hrm.train.hooks import Hook
 from hrm.train.setup import TrainSetup
 
 HELDOUT_FILE = "heldout.jsonl"
 
 
-def _heldout_sums(params: dict, buffers: dict, batch: dict, *, spec: Any, bp_steps: Optional[int]) -> dict:
-    """Forward only: summed CE / correct / count over the batch's response tokens."""
-    model = spec.merge(params, buffers)
-    logits = model(batch["inputs"], batch["positions"], batch["segment_ids"], batch["prefix_mask"], bp_steps)
-    return lm_loss_sums(logits, batch["targets"], batch["loss_mask"], batch["segment_ids"])
+def _heldout_sums(params: dict, buffers: dict, batch: dict, *, spec: Any, bp_steps: Optional[int], loss_chunk: int,
+                  mesh: Any, rules: dict) -> dict:
+    """Forward only: summed CE / correct / count over the batch's response tokens, computed like the
+    train step's loss (traced under the mesh and rules table; chunked LM head, no [B, T, V] logits)."""
+    with tracing_context(mesh, rules):
+        model = spec.merge(params, buffers)
+        z = model.hidden(batch["inputs"], batch["positions"], batch["segment_ids"], batch["prefix_mask"], bp_steps)
+        return chunked_lm_loss_sums(z, model.head.kernel[...], batch["targets"], batch["loss_mask"],
+                                    batch["segment_ids"], loss_chunk)
 
 
 def load_heldout_batches(cfg: Config, s: TrainSetup, data_dir: Any, data_meta: dict) -> list[dict]:
@@ -76,7 +81,8 @@ class HeldOutEval(Hook):
         self.every, self.use_ema = every, use_ema
         self.batches = [to_global(b, s.mesh, s.batch_spec) for b in batches]
         bp = cfg.model.bp_max_steps if cfg.model.arch == "hrm" else None  # forward values do not depend on it
-        fn = functools.partial(_heldout_sums, spec=s.spec, bp_steps=bp)
+        fn = functools.partial(_heldout_sums, spec=s.spec, bp_steps=bp, loss_chunk=cfg.model.loss_chunk, mesh=s.mesh,
+                               rules=cfg.mesh.rules)
         self._sums = jax.jit(fn)
 
     def evaluate(self, state: dict) -> dict[str, float]:
