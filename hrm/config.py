@@ -95,7 +95,7 @@ class MeshConfig:
         "embed": "fsdp", "mlp": "tensor", "heads": "tensor", "kv_heads": "tensor", "vocab": "tensor",
         "head_dim": None, "qkv_group": None, "layers": None, "gate_up": None,
         "act_batch": ["data", "fsdp"], "act_len": None, "act_embed": None,
-        "act_heads": "tensor", "act_mlp": "tensor",
+        "act_heads": "tensor", "act_mlp": "tensor", "act_vocab": "tensor",
     })
 
 
