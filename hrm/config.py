@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     """Architecture (SPEC §1). `n_layers` is the total; HRM splits it in half between H and L."""
 
-    arch: str = "hrm"  # "hrm" or "transformer" (the plain baseline, SPEC §8.3)
+    arch: str = "hrm"  # a key of hrm.model.registry.ARCHS: hrm, transformer, ut, rins, trm (SPEC §8.3)
     vocab_size: int = 512
     hidden_size: int = 128
     num_heads: int = 2
@@ -42,6 +42,11 @@ class ModelConfig:
     bp_min_steps: int = 2
     bp_max_steps: int = 5
     bp_warmup_ratio: float = 0.2
+    cycles: int = 4  # ut: applications of its one stack; the last bp_cycles have gradient
+    bp_cycles: int = 2
+    L_bp_cycles: int = 4  # rins: the last L_bp_cycles of its L_cycles L-steps have gradient
+    H_bp_steps: int = 2  # trm: fixed gradient horizon (last H_bp_steps H-, last L_bp_steps L-updates)
+    L_bp_steps: int = 3
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
     max_seq_len: int = 4096
@@ -68,9 +73,9 @@ class ModelConfig:
 
     @property
     def layers_per_stack(self) -> int:
-        if self.arch == "hrm" and self.half_layers:
-            return self.n_layers // 2
-        return self.n_layers
+        from hrm.model.registry import get_arch  # lazy: the registry imports this module
+
+        return get_arch(self.arch).layers_per_stack(self)
 
     @property
     def resolved_embedding_scale(self) -> float:
@@ -366,8 +371,9 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
 def validate(cfg: Config) -> None:
     """Cross-field checks with messages naming the key."""
     m = cfg.model
-    if m.arch not in ("hrm", "transformer"):
-        raise ConfigError(f"config key 'model.arch': must be 'hrm' or 'transformer', got {m.arch!r}")
+    from hrm.model.registry import validate_model  # the architecture's checks (lazy: it imports this module)
+
+    validate_model(m)
     if m.attn_type not in ("prefixlm", "causal"):
         raise ConfigError(f"config key 'model.attn_type': must be 'prefixlm' or 'causal', got {m.attn_type!r}")
     # The option lists live with their implementations (registries); imported here, not at module top,
@@ -377,19 +383,12 @@ def validate(cfg: Config) -> None:
 
     if m.remat not in REMAT_POLICIES:
         raise ConfigError(f"config key 'model.remat': unknown policy {m.remat!r}; choose one of {sorted(REMAT_POLICIES)}")
-    if m.arch == "hrm" and m.half_layers and m.n_layers % 2:
-        raise ConfigError(f"config key 'model.n_layers': must be even with half_layers, got {m.n_layers}")
     if not m.head_dim and m.hidden_size % m.num_heads:
         raise ConfigError("config key 'model.num_heads': must divide model.hidden_size (or set model.head_dim)")
     if m.resolved_head_dim % 2:
         raise ConfigError("config key 'model.head_dim': RoPE needs an even head dimension")
     if not 1 <= m.bp_min_steps <= m.bp_max_steps:
         raise ConfigError("config key 'model.bp_min_steps': need 1 <= bp_min_steps <= bp_max_steps")
-    if m.arch == "hrm" and m.bp_min_steps < 2:
-        raise ConfigError("config key 'model.bp_min_steps': HRM needs >= 2 (one H and one L step with gradient)")
-    if m.arch == "hrm" and m.bp_max_steps > m.H_cycles * (m.L_cycles + 1):
-        raise ConfigError(f"config key 'model.bp_max_steps': at most H_cycles*(L_cycles+1) = "
-                          f"{m.H_cycles * (m.L_cycles + 1)} stack applications exist, got {m.bp_max_steps}")
     if m.attention_backend not in BACKENDS:
         raise ConfigError(f"config key 'model.attention_backend': one of {sorted(BACKENDS)}, got {m.attention_backend!r}")
     for k in ("attention_block_q", "attention_block_kv"):

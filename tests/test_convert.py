@@ -16,7 +16,7 @@ from hrm.convert.__main__ import main as convert_main
 from hrm.convert.ckpt_io import config_from_meta, model_from_flat, read_checkpoint, read_meta
 from hrm.convert.hf import model_config_from_hf, read_safetensors_dir
 from hrm.convert.layouts import ConversionError, canonical_from_hf
-from hrm.model import build_model
+from hrm.model import build_model, get_arch
 from hrm.tools.parity import packed_batch_from_golden
 from hrm.train.checkpoint import load_params, resolve_step_dir
 
@@ -37,7 +37,8 @@ def converted(hf_tiny, tmp_path_factory):
 
 
 def test_round_trip_is_bit_exact(hf_tiny, converted, tmp_path):
-    assert convert_main(["to-hf", str(converted), str(tmp_path / "hf"), "--dtype", "float32"]) == 0
+    # No --dtype: the checkpoint's parameter dtype (float32) is kept, so the fp32 fixture round-trips exactly.
+    assert convert_main(["to-hf", str(converted), str(tmp_path / "hf")]) == 0
     ref, new = read_safetensors_dir(hf_tiny), read_safetensors_dir(tmp_path / "hf")
     assert set(ref) == set(new)
     for k in ref:
@@ -46,7 +47,7 @@ def test_round_trip_is_bit_exact(hf_tiny, converted, tmp_path):
     got = json.loads((tmp_path / "hf/config.json").read_text())
     want.pop("transformers_version")
     assert got == want
-    assert convert_main(["to-hf", str(converted), str(tmp_path / "hf16")]) == 0
+    assert convert_main(["to-hf", str(converted), str(tmp_path / "hf16"), "--dtype", "bfloat16"]) == 0
     bf = read_safetensors_dir(tmp_path / "hf16")
     assert all(v.dtype == ml_dtypes.bfloat16 for v in bf.values())
     assert np.array_equal(bf["lm_head.weight"], ref["lm_head.weight"].astype(ml_dtypes.bfloat16))
@@ -95,8 +96,9 @@ def test_parity_tool_on_hf_tiny(hf_tiny, capsys):
 def test_split_names_and_sharded_files(hf_tiny, tmp_path):
     from safetensors.numpy import save_file
 
-    fused = canonical_from_hf(read_safetensors_dir(hf_tiny))
-    split = canonical_from_hf(read_safetensors_dir(hf_tiny / "split"))
+    stacks = get_arch("hrm").hf_stacks
+    fused = canonical_from_hf(read_safetensors_dir(hf_tiny), stacks)
+    split = canonical_from_hf(read_safetensors_dir(hf_tiny / "split"), stacks)
     for s in ("H", "L"):
         for a, b in zip(fused["stacks"][s], split["stacks"][s]):
             assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -175,3 +177,33 @@ def test_generator_from_converted_checkpoint(converted, hf_tiny):
     assert bf16.head.kernel[...].dtype == jnp.bfloat16 and bf16.cfg.compute_dtype == "bfloat16"
     out = Generator(bf16, eoa_id=None, max_context=64, batch_size=2).generate(prompts, 8)
     assert sum(a == b for a, b in zip(sum(out, []), g["gen/tokens_cached"].ravel().tolist())) >= 8
+
+
+@pytest.mark.parametrize("param_dtype,flag,want", [("float32", None, "float32"), ("bfloat16", None, "bfloat16"),
+                                                   ("float32", "bfloat16", "bfloat16"),
+                                                   ("bfloat16", "float32", "float32")])
+def test_to_hf_keeps_checkpoint_dtype_unless_asked(tmp_path, param_dtype, flag, want):
+    """`to-hf` writes the checkpoint's parameter dtype (model.param_dtype) unless --dtype says otherwise."""
+    from hrm.config import Config, ModelConfig
+    from hrm.convert.ckpt_io import write_checkpoint
+    from hrm.convert.params import extract_params
+
+    mcfg = ModelConfig(vocab_size=64, hidden_size=32, num_heads=2, n_layers=2, param_dtype=param_dtype)
+    write_checkpoint(tmp_path / "ck", Config(model=mcfg), extract_params(build_model(mcfg)))
+    argv = ["to-hf", str(tmp_path / "ck"), str(tmp_path / "hf")] + (["--dtype", flag] if flag else [])
+    assert convert_main(argv) == 0
+    tensors = read_safetensors_dir(tmp_path / "hf")
+    np_want = ml_dtypes.bfloat16 if want == "bfloat16" else np.float32
+    assert {v.dtype for v in tensors.values()} == {np.dtype(np_want)}
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["dtype"] == want
+
+
+def test_to_hf_refuses_architectures_without_hf_format(tmp_path, capsys):
+    from hrm.config import Config, ModelConfig
+    from hrm.convert.ckpt_io import write_checkpoint
+    from hrm.convert.params import extract_params
+
+    mcfg = ModelConfig(arch="ut", vocab_size=64, hidden_size=32, num_heads=2, n_layers=2, cycles=2, bp_cycles=1)
+    write_checkpoint(tmp_path / "ck", Config(model=mcfg), extract_params(build_model(mcfg)))
+    assert convert_main(["to-hf", str(tmp_path / "ck"), str(tmp_path / "hf")]) == 2
+    assert "model.arch='ut' has no transformers (hrm_text) format" in capsys.readouterr().err

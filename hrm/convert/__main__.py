@@ -1,7 +1,7 @@
 """Checkpoint conversion CLI (SPEC §10).
 
     python -m hrm.convert from-hf <hf folder> <out dir>                 # transformers hrm_text -> ours
-    python -m hrm.convert to-hf <checkpoint> <out dir> [--no-ema] [--dtype float32]
+    python -m hrm.convert to-hf <checkpoint> <out dir> [--no-ema] [--dtype bfloat16]
     python -m hrm.convert from-reference <dcp dir | .pt | .npz> <out dir> [--config cfg.yaml] [--no-ema]
 
 Our checkpoints land in `<out>/checkpoints/0/` (layout in `hrm.convert.ckpt_io`); `<out>` works as
@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="run dir, checkpoints dir or step dir (latest step)")
     p.add_argument("out")
     p.add_argument("--no-ema", dest="use_ema", action="store_false", help="export raw params, not EMA")
-    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
+                   help="tensor dtype of the export (default: the checkpoint's parameter dtype, model.param_dtype)")
     p = sub.add_parser("from-reference", help="reference FSDP2/.pt/.npz checkpoint -> our checkpoint")
     p.add_argument("src")
     p.add_argument("out")

@@ -27,9 +27,17 @@ import numpy as np
 
 from hrm.config import Config, DataConfig, ModelConfig
 from hrm.convert.ckpt_io import read_checkpoint, write_checkpoint
-from hrm.convert.layouts import (ConversionError, canonical_from_hf, canonical_to_hf, canonical_to_ours,
-                                 ours_to_canonical)
+from hrm.convert.layouts import (
+    ConversionError,
+    canonical_from_hf,
+    canonical_to_hf,
+    canonical_to_ours,
+    ours_to_canonical,
+)
 from hrm.model.recurrence import schedule
+from hrm.model.registry import ARCHS, get_arch
+
+HF_ARCH = "hrm"  # the only architecture with a transformers (`hrm_text`) format
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "generation_config.json", "chat_template.jinja")
@@ -76,7 +84,7 @@ def model_config_from_hf(hf: dict, compute_dtype: str = "bfloat16") -> ModelConf
     if scale is None:
         scale = 1.0 / float(hf["initializer_range"]) if hf.get("initializer_range") else math.sqrt(d)
     return ModelConfig(
-        arch="hrm", vocab_size=int(_need(hf, "vocab_size")), hidden_size=d, num_heads=nh,
+        arch=HF_ARCH, vocab_size=int(_need(hf, "vocab_size")), hidden_size=d, num_heads=nh,
         head_dim=int(hf.get("head_dim", 128)), intermediate_size=int(_need(hf, "intermediate_size")),
         n_layers=2 * per_stack, half_layers=True, H_cycles=H, L_cycles=L,
         bp_max_steps=_bp_max_from_hf(hf, H, L), rope_theta=float(theta),
@@ -106,8 +114,7 @@ def _bp_max_from_hf(hf: dict, H: int, L: int) -> int:
 
 def hf_config_from_model(cfg: ModelConfig, token_ids: dict, dtype: str) -> dict:
     """config.json in the transformers 5.9+ hrm_text schema (keys as in golden/hf_tiny, SPEC §10.3, §10.7)."""
-    if cfg.arch != "hrm" or not cfg.half_layers:
-        raise ConversionError(f"model.arch={cfg.arch!r}: only HRM (half_layers) has an hrm_text export")
+    _check_exportable(cfg)
     per, d = cfg.layers_per_stack, cfg.hidden_size
     return {
         "H_cycles": cfg.H_cycles, "L_bp_cycles": _L_bp_cycles(cfg.H_cycles, cfg.L_cycles, cfg.bp_max_steps),
@@ -151,7 +158,7 @@ def load_hf_dir(path: str | Path, compute_dtype: str = "bfloat16") -> tuple[Mode
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{path}: no config.json")
     cfg = model_config_from_hf(json.loads(cfg_file.read_text()), compute_dtype)
-    canon = canonical_from_hf(read_safetensors_dir(path))
+    canon = canonical_from_hf(read_safetensors_dir(path), get_arch(HF_ARCH).hf_stacks)
     for s, layers in canon["stacks"].items():
         if len(layers) != cfg.layers_per_stack:
             raise ConversionError(f"{s} stack has {len(layers)} layers, config.json says num_layers_per_stack="
@@ -227,18 +234,29 @@ def find_tokenizer_dir(ckpt: Path, cfg: Config, meta: dict) -> Optional[Path]:
     return None
 
 
-def export_hf(ckpt: str | Path, out: str | Path, use_ema: bool = True, dtype: str = "bfloat16") -> Path:
-    """`to-hf`: our checkpoint -> transformers folder (fused hub layout, SPEC §10.7)."""
-    if dtype not in ("bfloat16", "float32"):
+def _check_exportable(cfg: ModelConfig) -> None:
+    spec = get_arch(cfg.arch)
+    if spec.hf_stacks is None:
+        raise ConversionError(f"model.arch={cfg.arch!r} has no transformers (hrm_text) format; only "
+                              f"{sorted(a.name for a in ARCHS.values() if a.hf_stacks)}"
+                              " can be exported with to-hf")
+
+
+def export_hf(ckpt: str | Path, out: str | Path, use_ema: bool = True, dtype: Optional[str] = None) -> Path:
+    """`to-hf`: our checkpoint -> transformers folder (fused hub layout, SPEC §10.7).
+
+    Tensors keep the checkpoint's parameter dtype (`model.param_dtype`, float32 for our training runs)
+    unless `dtype` ('bfloat16' | 'float32') says otherwise (the reference exporter always casts to bf16)."""
+    if dtype not in (None, "bfloat16", "float32"):
         raise ValueError(f"dtype must be bfloat16 or float32, got {dtype!r}")
     ckpt, out = Path(ckpt).absolute(), Path(out)
     cfg, params, buffers, meta = read_checkpoint(ckpt, use_ema=use_ema)
+    _check_exportable(cfg.model)
+    dtype = dtype or cfg.model.param_dtype
     ours = {k: np.asarray(v) for k, v in {**params, **buffers}.items()}
-    if cfg.model.arch != "hrm" or not cfg.model.half_layers:
-        raise ConversionError(f"model.arch={cfg.model.arch!r}: only HRM (half_layers) has an hrm_text export")
     np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32
     tensors = {k: np.ascontiguousarray(np.asarray(v).astype(np_dtype))
-               for k, v in canonical_to_hf(ours_to_canonical(ours)).items()}
+               for k, v in canonical_to_hf(ours_to_canonical(ours), get_arch(cfg.model.arch).hf_stacks).items()}
     tok_dir = find_tokenizer_dir(ckpt, cfg, meta)
     hf_config = hf_config_from_model(cfg.model, token_ids_for_export(ckpt, tok_dir), dtype)
     out.mkdir(parents=True, exist_ok=True)

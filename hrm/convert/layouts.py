@@ -20,14 +20,16 @@ in PyTorch layout with fused projections.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
-# Stack names: ours ("H", "L" for HRM; "stack" for the Transformer) -> (native prefix, HF prefix).
-NATIVE_STACK_PREFIX = {"H": "model.H_level.core.layers.", "L": "model.L_level.core.layers.",
-                       "stack": "model.layers."}
-HF_STACK_PREFIX = {"H": "model.H_module.layers.", "L": "model.L_module.layers.", "stack": "model.layers."}
+# Names shared by every architecture (SPEC §10.1, §10.2). Stack prefixes come from the architecture's
+# registry entry (`ArchSpec.reference_stacks`, `ArchSpec.hf_stacks`).
+NATIVE_EMBED, NATIVE_HEAD, NATIVE_ZL = "embed_tokens.embedding_weight", "lm_head.weight", "model.zL_init"
+HF_EMBED, HF_HEAD, HF_ZL = "model.embed_tokens.weight", "lm_head.weight", "model.z_L_init"
+# Reference tensors that carry no model weight: rotary tables (if saved) and the legacy zH buffer (SPEC §10.2).
+NATIVE_IGNORED = re.compile(r"(^|\.)(rotary_emb|rotary)\.|^model\.zH_init$|\.inv_freq$|\.(cos|sin)_cached$")
 FUSED_SUFFIX = {"gqkv": "attn.gqkv_proj.weight", "o": "attn.o_proj.weight",
                 "gate_up": "mlp.gate_up_proj.weight", "down": "mlp.down_proj.weight"}
 
@@ -60,50 +62,61 @@ def _layer_fused(tensors: Mapping[str, np.ndarray], prefix: str) -> dict[str, np
     }
 
 
-def canonical_from_native(tensors: Mapping[str, np.ndarray], arch: str) -> dict:
-    """Reference native state dict (golden files, FSDP2 save) -> canonical form."""
-    stacks = ("H", "L") if arch == "hrm" else ("stack",)
-    out = {"embed": _get(tensors, "embed_tokens.embedding_weight"), "head": _get(tensors, "lm_head.weight"),
-           "stacks": {}}
-    if arch == "hrm":
-        out["zL_init"] = _get(tensors, "model.zL_init")
-    for s in stacks:
-        layers = _layers_of(tensors, NATIVE_STACK_PREFIX[s])
-        out["stacks"][s] = [_layer_fused(tensors, f"{NATIVE_STACK_PREFIX[s]}{i}.") for i in layers]
-    return out
-
-
-def canonical_from_hf(tensors: Mapping[str, np.ndarray]) -> dict:
-    """transformers-format HRM-Text tensors (fused hub layout or split names) -> canonical form."""
-    out = {"embed": _get(tensors, "model.embed_tokens.weight"), "head": _get(tensors, "lm_head.weight"),
-           "zL_init": _get(tensors, "model.z_L_init"), "stacks": {}}
-    for s in ("H", "L"):
-        layers = _layers_of(tensors, HF_STACK_PREFIX[s])
+def _stacks_from(tensors: Mapping[str, np.ndarray], prefixes: Mapping[str, str], what: str) -> dict:
+    stacks = {}
+    for s, prefix in prefixes.items():
+        layers = _layers_of(tensors, prefix)
         if not layers:
-            raise ConversionError(f"no tensors under '{HF_STACK_PREFIX[s]}*' in the checkpoint")
-        out["stacks"][s] = [_layer_fused(tensors, f"{HF_STACK_PREFIX[s]}{i}.") for i in layers]
+            raise ConversionError(f"checkpoint has no tensors under '{prefix}*' ({what} stack '{s}')")
+        if layers != list(range(len(layers))):
+            raise ConversionError(f"layers under '{prefix}*' are {layers}, expected 0..{len(layers) - 1}")
+        stacks[s] = [_layer_fused(tensors, f"{prefix}{i}.") for i in layers]
+    return stacks
+
+
+def canonical_from_native(tensors: Mapping[str, np.ndarray], arch: Any, buffers: bool = True) -> dict:
+    """Reference native state dict (golden files, FSDP2 save) of architecture `arch` (an ArchSpec) -> canonical.
+
+    `buffers=False` reads a gradient dict (no zL_init)."""
+    out = {"embed": _get(tensors, NATIVE_EMBED), "head": _get(tensors, NATIVE_HEAD),
+           "stacks": _stacks_from(tensors, arch.reference_stacks, arch.name)}
+    if buffers and arch.uses_zl_init:
+        out["zL_init"] = _get(tensors, NATIVE_ZL)
     return out
 
 
-def canonical_to_native(canon: dict) -> dict[str, np.ndarray]:
-    out = {"embed_tokens.embedding_weight": canon["embed"], "lm_head.weight": canon["head"]}
+def unused_native(tensors: Mapping[str, np.ndarray], arch: Any, buffers: bool = True) -> list[str]:
+    """Names of `tensors` that `canonical_from_native` does not read (a different architecture or a typo)."""
+    used = set(canonical_to_native(canonical_from_native(tensors, arch, buffers), arch))
+    return sorted(k for k in tensors if k not in used and not NATIVE_IGNORED.search(k))
+
+
+def canonical_from_hf(tensors: Mapping[str, np.ndarray], hf_stacks: Mapping[str, str]) -> dict:
+    """transformers-format tensors (fused hub layout or split names) -> canonical form; `hf_stacks` maps
+    our stack names to HF prefixes (`ArchSpec.hf_stacks`)."""
+    return {"embed": _get(tensors, HF_EMBED), "head": _get(tensors, HF_HEAD), "zL_init": _get(tensors, HF_ZL),
+            "stacks": _stacks_from(tensors, hf_stacks, "transformers")}
+
+
+def canonical_to_native(canon: dict, arch: Any) -> dict[str, np.ndarray]:
+    """Canonical -> the reference's state-dict names for architecture `arch` (an ArchSpec)."""
+    out = {NATIVE_EMBED: canon["embed"], NATIVE_HEAD: canon["head"]}
     if "zL_init" in canon:
-        out["model.zL_init"] = canon["zL_init"]
+        out[NATIVE_ZL] = canon["zL_init"]
     for s, layers in canon["stacks"].items():
         for i, lw in enumerate(layers):
             for name, suf in FUSED_SUFFIX.items():
-                out[f"{NATIVE_STACK_PREFIX[s]}{i}.{suf}"] = lw[name]
+                out[f"{arch.reference_stacks[s]}{i}.{suf}"] = lw[name]
     return out
 
 
-def canonical_to_hf(canon: dict) -> dict[str, np.ndarray]:
+def canonical_to_hf(canon: dict, hf_stacks: Mapping[str, str]) -> dict[str, np.ndarray]:
     """Canonical -> transformers hub fused layout (what `save_pretrained` writes, SPEC §10.7)."""
-    out = {"model.embed_tokens.weight": canon["embed"], "lm_head.weight": canon["head"],
-           "model.z_L_init": canon["zL_init"]}
+    out = {HF_EMBED: canon["embed"], HF_HEAD: canon["head"], HF_ZL: canon["zL_init"]}
     for s, layers in canon["stacks"].items():
         for i, lw in enumerate(layers):
             for name, suf in FUSED_SUFFIX.items():
-                out[f"{HF_STACK_PREFIX[s]}{i}.{suf}"] = lw[name]
+                out[f"{hf_stacks[s]}{i}.{suf}"] = lw[name]
     return out
 
 
@@ -144,7 +157,7 @@ def ours_to_canonical(ours: Mapping[tuple, np.ndarray]) -> dict:
              "stacks": {}}
     if ("zL_init",) in ours:
         canon["zL_init"] = np.asarray(ours[("zL_init",)])
-    for s in sorted({p[0] for p in ours if p[0] in ("H", "L", "stack")}):
+    for s in sorted({p[0] for p in ours if len(p) == 2 and p[1] == "gqkv"}):
         g, o, gu, dn = (np.asarray(ours[(s, k)]) for k in ("gqkv", "o", "gate_up", "down"))
         n, d = g.shape[0], g.shape[1]
         canon["stacks"][s] = [{

@@ -12,7 +12,10 @@ Names map through `canonical_from_native` (SPEC §10.1, §10.6). EMA weights (`p
 weights the reference evaluates and releases, SPEC §5.2) are imported when present; otherwise the
 raw parameters are written as both params and EMA. The architecture comes from, in order: an
 explicit `--config` YAML, the reference run's `all_config.yaml` + `train_metadata.yaml` found next
-to (or above) the checkpoint, the npz's `meta_json`, or tensor shapes (head_dim 128, 2/3 cycles).
+to (or above) the checkpoint (its `name` picks the architecture), the npz's `meta_json`, or tensor
+names and shapes (HRM or Transformer only; head_dim 128, 2/3 cycles). Every architecture of the
+registry imports (HRM, Transformer, UT, RINS, TRM; their stack names are `ArchSpec.reference_stacks`);
+a tensor the chosen architecture has no place for is an error, never silently dropped.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import yaml
 
 from hrm.config import Config, ModelConfig, load_config
 from hrm.convert.ckpt_io import write_checkpoint
-from hrm.convert.layouts import ConversionError, canonical_from_native, canonical_to_ours
+from hrm.convert.layouts import NATIVE_EMBED, ConversionError, canonical_from_native, canonical_to_ours, unused_native
+from hrm.convert.reference_config import arch_from_reference_name, arch_from_tensors, model_config_from_reference
+from hrm.model.registry import get_arch
 
 WRAPPER_PREFIXES = ("_orig_mod.", "module.", "_fsdp_wrapped_module.")
 
@@ -121,18 +126,6 @@ def _find_up(path: Path, name: str) -> Optional[Path]:
     return None
 
 
-def _model_config_from_reference(c: dict, arch: str) -> ModelConfig:
-    """Reference arch dict (all_config.yaml `arch`, golden `meta_json.config`) -> ModelConfig (SPEC §1.1)."""
-    return ModelConfig(
-        arch=arch, vocab_size=int(c["vocab_size"]), hidden_size=int(c["hidden_size"]),
-        num_heads=int(c["num_heads"]), expansion=float(c.get("expansion", 4)), n_layers=int(c["n_layers"]),
-        half_layers=bool(c.get("half_layers", arch == "hrm")), H_cycles=int(c.get("H_cycles", 2)),
-        L_cycles=int(c.get("L_cycles", 3)), bp_min_steps=int(c.get("bp_min_steps", 2)),
-        bp_max_steps=int(c.get("bp_max_steps", 5)), bp_warmup_ratio=float(c.get("bp_warmup_ratio", 0.2)),
-        rope_theta=float(c.get("rope_theta", 10000.0)), norm_eps=float(c.get("norm_eps", 1e-6)),
-        max_seq_len=int(c.get("max_seq_len", 4096)), attn_type=c.get("attn_type", "prefixlm"))
-
-
 def _layer_count(tensors: dict, prefix: str) -> int:
     pat = re.compile(re.escape(prefix) + r"(\d+)\.")
     return len({m.group(1) for k in tensors for m in [pat.match(k)] if m})
@@ -140,7 +133,6 @@ def _layer_count(tensors: dict, prefix: str) -> int:
 
 def infer_model_config(path: Path, tensors: dict, hint: Optional[dict]) -> ModelConfig:
     """Architecture of a reference checkpoint (see module docstring for the order of sources)."""
-    arch = "hrm" if "model.zL_init" in tensors else "transformer"
     all_cfg = _find_up(path, "all_config.yaml")
     if all_cfg is not None:
         c = dict(yaml.safe_load(all_cfg.read_text()).get("arch", {}))
@@ -149,22 +141,29 @@ def infer_model_config(path: Path, tensors: dict, hint: Optional[dict]) -> Model
             m = yaml.safe_load(meta.read_text()) or {}
             c.setdefault("vocab_size", m.get("vocab_size"))
             c.setdefault("max_seq_len", m.get("max_seq_len", 4096))
-        c.setdefault("vocab_size", tensors["embed_tokens.embedding_weight"].shape[0])
-        return _model_config_from_reference(c, arch)
+        c.setdefault("vocab_size", tensors[NATIVE_EMBED].shape[0])
+        arch = (arch_from_reference_name(c["name"]) if "name" in c else None) or arch_from_tensors(tensors)
+        return model_config_from_reference(c, arch)
     if hint is not None and "config" in hint:
-        return _model_config_from_reference(hint["config"], hint.get("arch", arch))
-    V, d = tensors["embed_tokens.embedding_weight"].shape
+        arch = (hint.get("arch") or arch_from_reference_name(hint.get("reference_class", ""))
+                or arch_from_tensors(tensors))
+        return model_config_from_reference(hint["config"], arch)
+    arch = arch_from_tensors(tensors)
+    if arch not in ("hrm", "transformer"):
+        raise ConversionError(f"a {arch} checkpoint needs its config (cycles and gradient horizon are not in the "
+                              "tensors): keep all_config.yaml next to it or pass --config")
+    V, d = tensors[NATIVE_EMBED].shape
     if d % 128:
         raise ConversionError(f"cannot infer the head count of hidden size {d} (not a multiple of the reference "
                               "head_dim 128); pass --config with the model section")
     warnings.warn("no all_config.yaml found: architecture inferred from tensor shapes (head_dim 128, "
                   "H_cycles 2, L_cycles 3); pass --config to be explicit")
-    per = _layer_count(tensors, "model.H_level.core.layers.") if arch == "hrm" else \
-        _layer_count(tensors, "model.layers.")
-    key = "model.H_level.core.layers.0.mlp.down_proj.weight" if arch == "hrm" else "model.layers.0.mlp.down_proj.weight"
+    spec = get_arch(arch)
+    prefix = next(iter(spec.reference_stacks.values()))
+    per = _layer_count(tensors, prefix)
     return ModelConfig(arch=arch, vocab_size=int(V), hidden_size=int(d), num_heads=int(d) // 128,
-                       intermediate_size=int(tensors[key].shape[1]),
-                       n_layers=2 * per if arch == "hrm" else per, half_layers=arch == "hrm")
+                       intermediate_size=int(tensors[f"{prefix}0.mlp.down_proj.weight"].shape[1]),
+                       n_layers=2 * per if spec.honours_half_layers else per, half_layers=spec.honours_half_layers)
 
 
 def import_reference(src: str | Path, out: str | Path, config: Optional[str] = None,
@@ -186,7 +185,12 @@ def import_reference(src: str | Path, out: str | Path, config: Optional[str] = N
         if missing:
             warnings.warn(f"EMA missing for {len(missing)} tensors (e.g. {missing[0]}); using raw values there")
         chosen = {k: v if k == "model.zL_init" else ema.get(k, v) for k, v in tensors.items()}  # buffer: no EMA
-    canon = canonical_from_native(chosen, m.arch)
+    spec = get_arch(m.arch)
+    unused = unused_native(chosen, spec)
+    if unused:
+        raise ConversionError(f"{len(unused)} tensors have no counterpart in model.arch={m.arch!r} "
+                              f"(e.g. {unused[:3]}); wrong architecture or config?")
+    canon = canonical_from_native(chosen, spec)
     ours = canonical_to_ours(canon, m.hidden_size, m.num_heads, m.resolved_head_dim, m.resolved_intermediate_size)
     return write_checkpoint(out, cfg, ours, source={"format": "reference", "path": str(src.resolve()),
                                                      "ema": bool(use_ema and ema)})

@@ -1,24 +1,14 @@
-"""Model zoo: HRM-Text and the plain Transformer baseline, built from one ModelConfig."""
+"""Model zoo: HRM-Text and the reference's baselines, built from one ModelConfig via the registry."""
 
 from __future__ import annotations
 
-from flax import nnx
-
-from hrm.config import ModelConfig
-from hrm.model.hrm import HRM, Buffer
+from hrm.model.embed_head import Buffer
+from hrm.model.hrm import HRM
+from hrm.model.registry import ARCHS, build_model, get_arch
+from hrm.model.rins import RINS
 from hrm.model.transformer import Transformer
+from hrm.model.trm import TRM
+from hrm.model.ut import UniversalTransformer
 
-
-def build_model(cfg: ModelConfig, seed: int | None = None):
-    """Instantiate the model named by `cfg.arch` with parameters drawn from `seed` (default cfg.init_seed).
-
-    Variables carry logical sharding names; they are created without eager sharding so this works
-    with or without a mesh (the trainer places them with explicit shardings afterwards).
-    """
-    rngs = nnx.Rngs(params=cfg.init_seed if seed is None else seed)
-    cls = {"hrm": HRM, "transformer": Transformer}[cfg.arch]
-    with nnx.use_eager_sharding(False):
-        return cls(cfg, rngs)
-
-
-__all__ = ["build_model", "HRM", "Transformer", "Buffer"]
+__all__ = ["ARCHS", "build_model", "get_arch", "HRM", "Transformer", "UniversalTransformer", "RINS", "TRM",
+           "Buffer"]

@@ -6,9 +6,12 @@ token (the embedding lookup is free). Attention score FLOPs (QKᵀ and AV) are c
 per layer and query token ≈ 4·(nh·hd)·(visible keys) forward, ×3 for gradient applications, with
 visible keys from the PrefixLM rule (SPEC §4.4). The published totals exclude attention.
 
-Gradient applications for HRM follow SPEC §3.2: H_bp = min(H_cycles, bp − 1), L_bp = bp − H_bp;
-the last H_bp H-steps and the last L_bp L-steps (global order) have gradient. The transformer
-baseline (SPEC §8.3) is one n_layers stack applied once, always with gradient.
+Which applications run and which have gradient is the architecture's schedule (its registry entry,
+`hrm.model.registry`): HRM per SPEC §3.2 (H_bp = min(H_cycles, bp − 1), L_bp = bp − H_bp; the last
+H_bp H-steps and the last L_bp L-steps have gradient); the baselines per SPEC §8.3 (transformer: one
+n_layers stack once; UT: `cycles` applications, the last `bp_cycles` with gradient; RINS: L_cycles
+L-steps, the last L_bp_cycles with gradient, then H once; TRM: HRM's loop on one shared stack with
+fixed H_bp_steps / L_bp_steps).
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ def params_per_layer(model: ModelConfig) -> int:
 
 
 def stack_params(model: ModelConfig) -> int:
-    """Parameters of one stack (layers_per_stack layers; all n_layers for the transformer)."""
+    """Parameters of one stack (layers_per_stack layers: n_layers/2 with half_layers for HRM, RINS and TRM;
+    all n_layers for the transformer and UT). Every stack of an architecture has this size."""
     return model.layers_per_stack * params_per_layer(model)
 
 
@@ -70,16 +74,20 @@ def head_params(model: ModelConfig) -> int:
     return model.vocab_size * model.hidden_size
 
 
-def stack_schedule(model: ModelConfig, bp_steps: int) -> list[tuple[str, bool]]:
-    """Stack applications in execution order as (stack, has_gradient) (SPEC §1.2, §3.2).
+def total_params(model: ModelConfig) -> int:
+    """Every trained parameter: the architecture's stacks + embedding + head (zL_init is a fixed buffer)."""
+    from hrm.model.registry import get_arch
 
-    HRM: per H cycle, L_cycles L-steps then one H-step. The transformer: [("T", True)].
-    """
-    if model.arch == "transformer":
-        return [("T", True)]
-    from hrm.model.recurrence import schedule
+    return len(get_arch(model.arch).stacks) * stack_params(model) + 2 * head_params(model)
 
-    return [(s.kind, s.grad) for s in schedule(model.H_cycles, model.L_cycles, bp_steps)]
+
+def stack_schedule(model: ModelConfig, bp_steps: Optional[int]) -> list[tuple[str, bool]]:
+    """Stack applications in execution order as (stack, has_gradient), from the architecture's registry
+    entry (SPEC §1.2, §3.2, §8.3). HRM: per H cycle, L_cycles L-steps then one H-step; the transformer:
+    [("stack", True)]. `bp_steps` only matters for HRM (the baselines' horizon is in their config)."""
+    from hrm.model.registry import get_arch
+
+    return [(a.stack, a.grad) for a in get_arch(model.arch).applications(model, bp_steps)]
 
 
 # ----------------------------------------------------------------------------- attention keys
@@ -121,13 +129,13 @@ def visible_keys_approx(tokens: float, mean_prefix: float, mean_response: float,
 # ----------------------------------------------------------------------------- totals
 
 
-def flops_per_step(model: ModelConfig, bp_steps: int, tokens: float,
+def flops_per_step(model: ModelConfig, bp_steps: Optional[int], tokens: float,
                    visible_keys_sum: Optional[float] = None) -> dict[str, float]:
     """Training FLOPs of one step over `tokens` tokens, with a breakdown (SPEC §9).
 
     Args:
       model: architecture.
-      bp_steps: backprop horizon of this step (ignored for the transformer).
+      bp_steps: backprop horizon of this step (HRM only; the baselines' horizon is in their config).
       tokens: tokens processed in the step (all positions that run through the model).
       visible_keys_sum: Σ over query tokens of visible keys (see `visible_keys_total` /
         `visible_keys_approx`); None counts no attention-score FLOPs (as the paper).
@@ -159,6 +167,6 @@ def flops_per_step(model: ModelConfig, bp_steps: int, tokens: float,
     }
 
 
-def flops_per_token(model: ModelConfig, bp_steps: int) -> float:
+def flops_per_token(model: ModelConfig, bp_steps: Optional[int]) -> float:
     """Training FLOPs per token excluding attention (SPEC §9: XL at bp 5 ≈ 18.3 GFLOP)."""
     return flops_per_step(model, bp_steps, 1.0)["total_excl_attention"]

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from hrm.config import Config, ConfigError
 from hrm.data.paths import as_path
 from hrm.model.loss import chunked_lm_loss_sums
+from hrm.model.registry import max_bp_steps
 from hrm.sharding import tracing_context
 from hrm.train.hooks import Hook
 from hrm.train.setup import TrainSetup
@@ -80,7 +81,7 @@ class HeldOutEval(Hook):
 
         self.every, self.use_ema = every, use_ema
         self.batches = [to_global(b, s.mesh, s.batch_spec) for b in batches]
-        bp = cfg.model.bp_max_steps if cfg.model.arch == "hrm" else None  # forward values do not depend on it
+        bp = max_bp_steps(cfg.model)  # forward values do not depend on it
         fn = functools.partial(_heldout_sums, spec=s.spec, bp_steps=bp, loss_chunk=cfg.model.loss_chunk, mesh=s.mesh,
                                rules=cfg.mesh.rules)
         self._sums = jax.jit(fn)

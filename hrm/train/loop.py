@@ -29,7 +29,7 @@ from hrm.train.hooks import (CheckpointHook, FaultInjection, Hook, Interrupts, M
 from hrm.train.metrics import MetricsWriter, ProgressBar
 from hrm.train.resume import resolved_schedule, restore_or_init
 from hrm.train.rundir import RunDir, as_path
-from hrm.train.schedules import bp_steps_at, total_steps_from
+from hrm.train.schedules import total_steps_from
 from hrm.train.setup import TrainSetup, check_batch_layout, global_batch_rows, setup  # noqa: F401 (re-exported)
 from hrm.train.step import StepCache
 
@@ -265,8 +265,10 @@ def resolve_total_steps(cfg: Config, tokens_per_epoch: int) -> int:
 
 
 def bp_for_step(cfg: Config, step: int, total: int) -> Optional[int]:
-    """bp_steps of a (1-based) step for HRM; None (full backprop) for the Transformer baseline."""
-    return bp_steps_at(step, total, cfg.model) if cfg.model.arch == "hrm" else None
+    """bp_steps of a (1-based) step: the architecture's schedule (HRM's warmup; None = the fixed horizon)."""
+    from hrm.model.registry import bp_steps_at  # the architecture's registry entry
+
+    return bp_steps_at(cfg.model, step, total)
 
 
 def visible_keys_sum(batch: dict[str, np.ndarray], causal: bool = False) -> float:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from hrm.config import ModelConfig
-from hrm.model.recurrence import embedding_gets_grad
+from hrm.model.registry import get_arch
 
 ScalarOrSchedule = Union[float, Callable[[jax.Array], jax.Array]]
 
@@ -88,13 +88,15 @@ def adam_atan2(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.9
 def active_mask(params: Any, cfg: ModelConfig, bp_steps: Optional[int], freeze_absent: bool = True) -> Any:
     """Static pytree of bools: False for leaves whose gradient is structurally absent at `bp_steps`.
 
-    Only the HRM token embedding can be absent (SPEC §3.4). Leaves are matched by their path
-    containing 'embed' (the TokenEmbedding module's attribute name).
+    Which top-level modules (embed, the stacks, head) receive gradient comes from the architecture's
+    registry entry (`ArchSpec.grad_params`, derived from its application schedule): e.g. the HRM token
+    embedding at bp_steps=2 (SPEC §3.4). `freeze_absent=False` makes every leaf active (zero gradients
+    then still get weight decay and moment updates).
     """
-    embed_on = (not freeze_absent) or cfg.arch != "hrm" or bp_steps is None or \
-        embedding_gets_grad(cfg.H_cycles, cfg.L_cycles, bp_steps)
+    active = get_arch(cfg.arch).grad_params(cfg, bp_steps)
 
     def on(path, _):
-        return embed_on or not any(getattr(k, "key", getattr(k, "name", None)) == "embed" for k in path)
+        top = getattr(path[0], "key", getattr(path[0], "name", None))
+        return (not freeze_absent) or str(top) in active
 
     return jax.tree_util.tree_map_with_path(on, params)
