@@ -149,7 +149,8 @@ def infer_model_config(path: Path, tensors: dict, hint: Optional[dict]) -> Model
                 or arch_from_tensors(tensors))
         return model_config_from_reference(hint["config"], arch)
     arch = arch_from_tensors(tensors)
-    if arch not in ("hrm", "transformer"):
+    spec = get_arch(arch)
+    if not spec.shape_inferable:
         raise ConversionError(f"a {arch} checkpoint needs its config (cycles and gradient horizon are not in the "
                               "tensors): keep all_config.yaml next to it or pass --config")
     V, d = tensors[NATIVE_EMBED].shape
@@ -158,7 +159,6 @@ def infer_model_config(path: Path, tensors: dict, hint: Optional[dict]) -> Model
                               "head_dim 128); pass --config with the model section")
     warnings.warn("no all_config.yaml found: architecture inferred from tensor shapes (head_dim 128, "
                   "H_cycles 2, L_cycles 3); pass --config to be explicit")
-    spec = get_arch(arch)
     prefix = next(iter(spec.reference_stacks.values()))
     per = _layer_count(tensors, prefix)
     return ModelConfig(arch=arch, vocab_size=int(V), hidden_size=int(d), num_heads=int(d) // 128,

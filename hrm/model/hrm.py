@@ -64,4 +64,5 @@ ARCH = ArchSpec(
     bp_steps_at=bp_steps_at,
     bp_variants=lambda cfg: tuple(range(cfg.bp_min_steps, cfg.bp_max_steps + 1)),
     hf_stacks={"H": "model.H_module.layers.", "L": "model.L_module.layers."},
+    shape_inferable=True,  # the released recurrence (H_cycles 2, L_cycles 3) is the default
 )

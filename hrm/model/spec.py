@@ -65,6 +65,8 @@ class ArchSpec:
         architecture's fixed horizon).
     bp_variants: cfg -> every bp_steps value training can use, most expensive last (compiled variants).
     hf_stacks: our Stack attribute -> transformers (`hrm_text`) prefix, or None without an HF format.
+    shape_inferable: a reference checkpoint's tensors alone define the model (layer counts from the names,
+        recurrence from the released defaults), so `from-reference` may import it without its config.
     """
 
     name: str
@@ -79,6 +81,7 @@ class ArchSpec:
     bp_steps_at: Callable[[ModelConfig, int, int], Optional[int]] = fixed_horizon
     bp_variants: Callable[[ModelConfig], tuple] = lambda cfg: (None,)
     hf_stacks: Optional[Mapping[str, str]] = None
+    shape_inferable: bool = False
 
     # ------------------------------------------------------------------ derived from the model class
     def layers_per_stack(self, cfg: ModelConfig) -> int:

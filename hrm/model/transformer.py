@@ -38,4 +38,5 @@ ARCH = ArchSpec(
     reference_stacks={"stack": "model.layers."},
     reference_defaults={"half_layers": False},
     validate=validate,
+    shape_inferable=True,  # no recurrence: layer count and sizes are in the tensors
 )
