@@ -60,6 +60,7 @@ REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,  # only the block input is kept
     "save_context": _save("context"),  # attention output (+ its logsumexp): no attention recompute
     "save_qkv_proj": _save("qkv_proj"),
+    "save_qkv_context": _save("qkv_proj", "context"),
     "save_out_proj": _save("out_proj"),
     "save_dot_except_mlp": _save("qkv_proj", "context", "out_proj"),
     "save_dot_except_mlpwi": _save("qkv_proj", "context", "out_proj", "mlpwo"),
