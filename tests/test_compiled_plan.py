@@ -20,14 +20,15 @@ from hrm.train.hlo_stats import HloProgram, collectives_with_dim
 from hrm.train.setup import setup
 from hrm.train.step import compile_train_step
 
-ROWS = 40  # global batch rows: a size no other dimension of the small model has (d 128, T 64, V 256, I 512)
+ROWS = 40  # global batch rows: a size no other dimension of the small models has (d <= 256, T 64, V 256, I >= 512)
 SMALL = ["model.hidden_size=128", "model.num_heads=2", "model.head_dim=64", "model.vocab_size=256",
          "data.seq_len=64", f"train.global_batch_rows={ROWS}", "train.total_steps=10", "model.loss_chunk=32",
          "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2", "model.remat=full"]
 
 
 def compile_step(overrides: list[str], devices=None, bp: int = 5):
-    cfg = load_config("configs/tiny.yaml", SMALL + overrides)
+    merged = dict(o.split("=", 1) for o in SMALL + overrides)  # later entries win
+    cfg = load_config("configs/tiny.yaml", [f"{k}={v}" for k, v in merged.items()])
     s = setup(cfg, devices, process_count=1)
     step = compile_train_step(cfg, s.spec, s.tx, s.total_steps, bp, s.state_shardings, s.batch_sharding)
     with jax.set_mesh(s.mesh):
@@ -114,7 +115,9 @@ def tpu_plan():
         devices = topology_devices("v5p:2x2x2")
     except RuntimeError as e:
         pytest.skip(str(e))
-    return compile_step(["model.compute_dtype=bfloat16", "model.head_dim=128", "model.hidden_size=256"], devices)
+    return compile_step(["model.compute_dtype=bfloat16", "model.head_dim=128", "model.hidden_size=256",
+                         "model.attention_backend=splash", "model.attention_block_q=128",
+                         "model.attention_block_kv=128"], devices)
 
 
 @pytest.mark.tpu_backend
