@@ -7,7 +7,8 @@ Example lengths (instruction + response tokens) are `clip(round(exp(normal(6.3, 
 and the response the rest (≥ 1). The plan is exactly the pipeline's (hrm/data/packing.py `plan_epoch`: overlong
 policy, chunked best-fit, batches of `rows` rows; 48 × 4096 = XL's 196,608-token global batch) applied to the
 (seed 0, epoch 0) shuffle of the pool. `plan_s` (wall) and `plan_cpu_s` (process CPU time: the one-core cost when
-the machine is shared) count the shuffle and the plan; peak RSS is reported to show the O(examples) memory. Run it with one BLAS/numpy thread (set below). Ends with one `RESULT {json}` line.
+the machine is shared) count the shuffle and the plan; peak RSS is reported to show the O(examples) memory.
+Run it with one BLAS/numpy thread (set below). Ends with one `RESULT {json}` line.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def main() -> None:
     tokens = int(lengths[:, :2].astype(np.int64).sum())
     print(f"{args.examples:,} examples, {tokens:,} tokens (mean {tokens / args.examples:.0f}), seq_len "
           f"{args.seq_len}, {args.rows} rows/batch, {args.open_rows} open rows")
-    print(f"plan: {dt:.2f}s wall, {cpu:.2f}s CPU ({args.examples / dt / 1e6:.2f} M examples/s), {st['num_batches']:,} batches, "
+    print(f"plan: {dt:.2f}s wall, {cpu:.2f}s CPU ({args.examples / dt / 1e6:.2f} M examples/s), "
+          f"{st['num_batches']:,} batches, "
           f"efficiency {100 * st['packing_efficiency']:.2f}%, dropped tail {st['dropped_tail']} examples, "
           f"peak RSS {_rss_mib():.0f} MiB (lengths alone {rss0:.0f} MiB)")
     print("RESULT " + json.dumps({

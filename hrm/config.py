@@ -114,6 +114,9 @@ class DataConfig:
     # Over-long examples: "truncate" (instruction from the left, keeping BOQ/conditions/EOQ and the whole
     # response), "drop", or "reference" (SPEC §6.5: cap the response at seq_len+1-Li, drop if < 1).
     overlong: str = "truncate"
+    # True: loss on response tokens only, P(xa|xq) (SPEC §4.2). False: also on the instruction (labels i[1:]), the
+    # P(x) ablation of paper Tab. 3; needs model.attn_type=causal (PrefixLM would let a token see its own label).
+    target_only: bool = True
     shuffle_seed: int = 0
     worker_count: int = 0
     prefetch: int = 2
@@ -378,11 +381,14 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"config key 'model.attn_type': must be 'prefixlm' or 'causal', got {m.attn_type!r}")
     # The option lists live with their implementations (registries); imported here, not at module top,
     # because those modules import this one.
+    from hrm.data.packing import OVERLONG_POLICIES
+    from hrm.eval.item import VARIANTS
     from hrm.model.attention import BACKENDS
     from hrm.model.blocks import REMAT_POLICIES
 
     if m.remat not in REMAT_POLICIES:
-        raise ConfigError(f"config key 'model.remat': unknown policy {m.remat!r}; choose one of {sorted(REMAT_POLICIES)}")
+        raise ConfigError(f"config key 'model.remat': unknown policy {m.remat!r}; "
+                          f"choose one of {sorted(REMAT_POLICIES)}")
     if not m.head_dim and m.hidden_size % m.num_heads:
         raise ConfigError("config key 'model.num_heads': must divide model.hidden_size (or set model.head_dim)")
     if m.resolved_head_dim % 2:
@@ -390,7 +396,8 @@ def validate(cfg: Config) -> None:
     if not 1 <= m.bp_min_steps <= m.bp_max_steps:
         raise ConfigError("config key 'model.bp_min_steps': need 1 <= bp_min_steps <= bp_max_steps")
     if m.attention_backend not in BACKENDS:
-        raise ConfigError(f"config key 'model.attention_backend': one of {sorted(BACKENDS)}, got {m.attention_backend!r}")
+        raise ConfigError(f"config key 'model.attention_backend': one of {sorted(BACKENDS)}, "
+                          f"got {m.attention_backend!r}")
     for k in ("attention_block_q", "attention_block_kv"):
         if getattr(m, k) < 8 or getattr(m, k) % 8:
             raise ConfigError(f"config key 'model.{k}': a positive multiple of 8, got {getattr(m, k)}")
@@ -402,14 +409,17 @@ def validate(cfg: Config) -> None:
     sizes = [cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor]
     if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
         raise ConfigError("config keys 'mesh.data/fsdp/tensor': positive sizes, at most one -1")
-    if cfg.data.overlong not in ("truncate", "drop", "reference"):
-        raise ConfigError(f"config key 'data.overlong': 'truncate', 'drop' or 'reference', got {cfg.data.overlong!r}")
+    if not cfg.data.target_only and m.attn_type != "causal":
+        raise ConfigError("config key 'data.target_only': false (loss on instruction tokens) needs "
+                          "model.attn_type=causal; under prefixlm an instruction token attends to its own label")
+    if cfg.data.overlong not in OVERLONG_POLICIES:
+        raise ConfigError(f"config key 'data.overlong': one of {OVERLONG_POLICIES}, got {cfg.data.overlong!r}")
     if cfg.train.nan_policy not in ("stop", "skip"):
         raise ConfigError(f"config key 'train.nan_policy': 'stop' or 'skip', got {cfg.train.nan_policy!r}")
     if cfg.train.distributed not in ("auto", "on", "off"):
         raise ConfigError("config key 'train.distributed': auto, on or off")
-    if cfg.eval.variant not in ("faithful", "corrected"):
-        raise ConfigError("config key 'eval.variant': faithful or corrected")
+    if cfg.eval.variant not in VARIANTS:
+        raise ConfigError(f"config key 'eval.variant': one of {VARIANTS}, got {cfg.eval.variant!r}")
     if cfg.train.debug_signal and not re.fullmatch(r"SIG[A-Z]+@\d+", cfg.train.debug_signal):
         raise ConfigError("config key 'train.debug_signal': expected e.g. 'SIGKILL@10', got "
                           f"{cfg.train.debug_signal!r}")

@@ -61,10 +61,3 @@ def make_mesh(cfg: MeshConfig, devices: Optional[Sequence[jax.Device]] = None) -
     devices = list(devices)
     shape = resolve_mesh_shape((cfg.data, cfg.fsdp, cfg.tensor), len(devices))
     return Mesh(np.array(devices, dtype=object).reshape(shape), MESH_AXES, axis_types=auto)
-
-
-def describe_mesh(mesh: Mesh) -> str:
-    """One-line summary for logs, e.g. 'data=1 fsdp=8 tensor=1 (8 x cpu)'."""
-    axes = " ".join(f"{k}={v}" for k, v in mesh.shape.items())
-    dev = mesh.devices.flat[0]
-    return f"{axes} ({mesh.devices.size} x {getattr(dev, 'device_kind', dev.platform)})"

@@ -11,8 +11,8 @@ rules are applied on top of the table:
   known), the dimension is replicated instead. `sharding_report` lists every such fallback.
 
 `state_shardings` turns an abstract NNX state into a matching tree of `NamedSharding`;
-`tree_shardings_like` does the same for plain pytrees (optimizer state) by matching leaves to
-parameters; `sharded_fraction` backs the STYLE §6 test "≥ 98% of parameter bytes are sharded".
+`with_shardings` makes sharded ShapeDtypeStructs (restore/AOT targets); `sharded_fraction` backs the
+STYLE §6 test "≥ 98% of parameter bytes are sharded".
 """
 
 from __future__ import annotations
@@ -77,11 +77,6 @@ def logical_to_spec(names: Names, rules: Rules, shape: Optional[Sequence[int]] =
     return _spec_and_fallbacks(names, rules, shape, mesh_shape)[0]
 
 
-def flax_axis_rules(rules: Rules) -> tuple[tuple[str, Any], ...]:
-    """`rules` in the form `nnx.logical_axis_rules(...)` expects (lists become tuples)."""
-    return tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in rules.items())
-
-
 def _names_of(v: Any) -> Optional[tuple]:
     """Logical names of a Variable (`out_sharding` metadata), or None if unannotated."""
     if isinstance(v, nnx.Variable):
@@ -128,71 +123,16 @@ def sharding_report(abstract_state: Any, mesh: Mesh, rules: Rules) -> list[str]:
     return out
 
 
-def _key_str(k: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
+def with_shardings(tree: Any, shardings: Any = None, dtype: Any = None) -> Any:
+    """`jax.ShapeDtypeStruct`s of `tree`'s arrays carrying shardings: restore targets, AOT `.lower` arguments.
 
-
-def _is_names_leaf(x: Any) -> bool:
-    return x is None or _is_var(x) or (
-        isinstance(x, tuple) and all(e is None or isinstance(e, str) for e in x))
-
-
-def _catalogue(logical_names_tree: Any) -> list[tuple[tuple[str, ...], tuple, Optional[tuple]]]:
-    """(path, names, shape or None) for every annotated leaf of a names tree."""
-    cat = []
-    for path, x in jax.tree_util.tree_flatten_with_path(logical_names_tree, is_leaf=_is_names_leaf)[0]:
-        names = _names_of(x) if _is_var(x) else x
-        if names:
-            cat.append((tuple(_key_str(k) for k in path), tuple(names), _shape_of(x) if _is_var(x) else None))
-    return cat
-
-
-def _common_suffix(a: tuple, b: tuple) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
-        n += 1
-    return n
-
-
-def tree_shardings_like(tree: Any, logical_names_tree: Any, mesh: Mesh, rules: Rules) -> Any:
-    """Shardings for a plain pytree (e.g. optimizer state) that mirrors annotated parameters.
-
-    `logical_names_tree` holds the parameters' logical names: an NNX (abstract) state whose
-    Variables carry `out_sharding`, or any pytree whose leaves are tuples of names. Each leaf of
-    `tree` takes the names of the shape-compatible parameter whose key path shares the longest
-    suffix with the leaf's path (so `opt_state.mu.layers.kernel` matches `params.layers.kernel`);
-    ambiguous matches, scalars and unmatched leaves are replicated.
+    `shardings`: a matching tree of shardings, one `Sharding` for every leaf, or None to keep each leaf's own
+    `.sharding` (none for abstract leaves without one). `dtype` overrides every leaf's dtype.
     """
-    cat = _catalogue(logical_names_tree)
-
-    def one(path, x):
-        shape = _shape_of(x)
-        if not shape:
-            return NamedSharding(mesh, PartitionSpec())
-        keys = tuple(_key_str(k) for k in path)
-        best, found = -1, set()
-        for p, names, pshape in cat:
-            if (pshape is not None and pshape != shape) or len(names) != len(shape):
-                continue
-            score = _common_suffix(keys, p)
-            if score > best:
-                best, found = score, {names}
-            elif score == best:
-                found.add(names)
-        if len(found) != 1:
-            return NamedSharding(mesh, PartitionSpec())
-        return NamedSharding(mesh, logical_to_spec(found.pop(), rules, shape, mesh))
-
-    return jax.tree_util.tree_map_with_path(one, tree)
-
-
-def with_shardings(abstract_tree: Any, shardings: Any) -> Any:
-    """`jax.ShapeDtypeStruct`s carrying `shardings` (restore targets, AOT `.lower` arguments)."""
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        abstract_tree, shardings)
+    if shardings is None or isinstance(shardings, jax.sharding.Sharding):
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+            a.shape, dtype or a.dtype, sharding=shardings or getattr(a, "sharding", None)), tree)
+    return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, dtype or a.dtype, sharding=sh), tree, shardings)
 
 
 def batch_sharding(mesh: Mesh, rules: Rules,

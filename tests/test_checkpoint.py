@@ -18,7 +18,8 @@ from jax.sharding import PartitionSpec as P
 
 from hrm.config import CheckpointConfig, MeshConfig
 from hrm.mesh import make_mesh
-from hrm.train.checkpoint import Checkpointer, abstract_like, load_params, resolve_step_dir
+from hrm.sharding import with_shardings
+from hrm.train.checkpoint import Checkpointer, load_params, resolve_step_dir
 
 
 def _state(mesh, scale=1.0):
@@ -96,7 +97,7 @@ def test_async_save_and_wait(tmp_path, mesh):
         assert ck.save(s, state, meta={"s": s})
     ck.wait()
     assert ck.all_steps() == [1, 2, 3]
-    restored, meta = ck.restore(3, abstract_like(state))
+    restored, meta = ck.restore(3, with_shardings(state))
     assert meta == {"s": 3}
     np.testing.assert_array_equal(np.asarray(restored["opt_state"]["ema"]["w"]),
                                   np.asarray(state["opt_state"]["ema"]["w"]))
@@ -106,7 +107,7 @@ def test_async_save_and_wait(tmp_path, mesh):
     assert ck.save(4, fresh)
     jax.tree.map(lambda x: x.delete(), fresh)
     ck.wait()
-    restored, _ = ck.restore(4, abstract_like(state))
+    restored, _ = ck.restore(4, with_shardings(state))
     np.testing.assert_array_equal(np.asarray(restored["params"]["w"]), np.asarray(state["params"]["w"]) + 1)
     ck.close()
 

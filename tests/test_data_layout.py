@@ -1,4 +1,5 @@
-"""Packed-row layout vs the reference golden batch, the PrefixLM mask rule and overlong policies (SPEC §4.2–4.4, §6.5)."""
+"""Packed-row layout vs the reference golden batch, the PrefixLM mask rule and overlong policies
+(SPEC §4.2–4.4, §6.5)."""
 
 import json
 

@@ -1,4 +1,5 @@
-"""Offline preparation: formats, aliases, bad records, resume, workers, TFDS and reference-format import (SPEC §6.6–6.7)."""
+"""Offline preparation: formats, aliases, bad records, resume, workers, TFDS and reference-format import
+(SPEC §6.6–6.7)."""
 
 import gzip
 import json

@@ -126,8 +126,9 @@ def test_hellaswag_generated(tmp_path):
     with pytest.warns(DataIntegrityWarning):
         items = load_task("hellaswag", tmp_path)
     assert [it.id for it in items] == ["150", "151"] and items[0].gold == "C" and items[0].num_choices == 4
-    block = lambda i, ans: (f"A man cuts onion {i}. The man then\nQuestion: Which is the most logical continuation?\n"
-                            f"A. stirs {i}.\nB. sings\nC. runs\nD. sleeps\nAnswer:{ans}")
+    def block(i, ans):
+        return (f"A man cuts onion {i}. The man then\nQuestion: Which is the most logical continuation?\n"
+                f"A. stirs {i}.\nB. sings\nC. runs\nD. sleeps\nAnswer:{ans}")
     expected = "\n\n".join([block(i, " " + "ABCD"[i % 4]) for i in range(10)] + [block(50, "")])
     assert items[0].prompt == expected
     assert items[0].wrapped == "<|im_start|><|object_ref_start|>" + expected + "<|im_end|>"

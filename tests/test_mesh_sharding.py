@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 from jax.sharding import AxisType, NamedSharding
@@ -11,8 +10,8 @@ from jax.sharding import PartitionSpec as P
 
 from hrm.config import MeshConfig
 from hrm.mesh import make_mesh, resolve_mesh_shape
-from hrm.sharding import (batch_sharding, constrain, flax_axis_rules, logical_to_spec, sharded_fraction,
-                          sharding_report, state_shardings, tree_shardings_like, with_shardings)
+from hrm.sharding import (batch_sharding, constrain, logical_to_spec, sharded_fraction, sharding_report,
+                          state_shardings, with_shardings)
 
 RULES = MeshConfig().rules
 
@@ -105,35 +104,6 @@ def test_state_shardings_golden():
     frac = sharded_fraction(state, sh)
     assert frac > 0.98
     assert 0 < sharded_fraction(state, state_shardings(state, make_mesh(MeshConfig(1, 1, 8)), RULES)) < frac
-
-
-def test_model_built_under_mesh_matches_shardings():
-    mesh = make_mesh(MeshConfig(data=1, fsdp=4, tensor=2))
-    with jax.set_mesh(mesh), nnx.logical_axis_rules(flax_axis_rules(RULES)):
-        model = _Block(64, 128, 512)
-        _, state = nnx.split(model)
-    sh = state_shardings(state, mesh, RULES)
-    for (path, var), (_, s) in zip(nnx.to_flat_state(state), nnx.to_flat_state(sh)):
-        assert var.get_value().sharding.is_equivalent_to(s.get_value(), var.get_value().ndim), path
-
-
-def test_tree_shardings_like_optimizer_state():
-    mesh = make_mesh(MeshConfig(data=1, fsdp=4, tensor=2))
-    _, state = _abstract()
-    params = nnx.to_pure_dict(nnx.state(state, nnx.Param))
-    opt_state = jax.eval_shape(optax.adamw(1e-3).init, params)
-    tree = {"params": params, "opt_state": opt_state, "step": jax.ShapeDtypeStruct((), jnp.int32)}
-    sh = tree_shardings_like(tree, state, mesh, RULES)
-    assert sh["params"]["up"].spec == P("fsdp", "tensor")
-    assert sh["opt_state"][0].mu["up"].spec == P("fsdp", "tensor")
-    assert sh["opt_state"][0].nu["qkv"].spec == P("fsdp", None, "tensor", None)
-    assert sh["opt_state"][0].count.spec == P()
-    assert sh["opt_state"][0].mu["bias"].spec == P()
-    assert sh["step"].spec == P()
-    # names given as plain tuples work too
-    names = {"up": ("embed", "mlp")}
-    assert tree_shardings_like({"m": {"up": params["up"]}}, names, mesh, RULES)["m"]["up"].spec == P("fsdp", "tensor")
-    assert sharded_fraction(tree, sh) > 0.98
 
 
 def test_batch_sharding_and_constrain():

@@ -12,7 +12,7 @@ from hrm.config import load_config
 from hrm.mesh import make_mesh
 from hrm.sharding import batch_sharding, sharded_fraction
 from hrm.train.state import init_state, make_optimizer, model_spec, state_sharding
-from hrm.train.step import BATCH_KEYS, compile_train_step, loss_and_grads
+from hrm.train.step import compile_train_step, loss_and_grads
 
 SMALL = ["model.hidden_size=64", "model.num_heads=2", "model.vocab_size=256", "data.seq_len=32",
          "train.global_batch_rows=8", "train.total_steps=10", "optim.lr_warmup_steps=2", "optim.lr=1e-2"]

@@ -31,6 +31,7 @@ from flax import nnx
 from hrm.config import CheckpointConfig, Config, ModelConfig, to_dict
 from hrm.convert.layouts import ConversionError
 from hrm.model import build_model
+from hrm.sharding import with_shardings
 from hrm.train.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, load_params, resolve_step_dir
 
 Flat = dict[tuple[str, ...], np.ndarray]
@@ -146,9 +147,8 @@ def read_checkpoint(path: str | Path, use_ema: bool = True, param_dtype: Any = j
     cfg = config_from_meta(meta)
     _, p_abs, b_abs = model_templates(cfg.model)
     sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    spec = lambda tree, dt: jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, dt, sharding=sharding),  # noqa: E731
-                                         nnx.to_pure_dict(tree))
-    p_target, b_target = spec(p_abs, param_dtype), spec(b_abs, jnp.float32)
+    p_target = with_shardings(nnx.to_pure_dict(p_abs), sharding, param_dtype)
+    b_target = with_shardings(nnx.to_pure_dict(b_abs), sharding, jnp.float32)
     try:
         params = load_params(step_dir, p_target, use_ema=use_ema)
     except ValueError:

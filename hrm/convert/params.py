@@ -33,9 +33,9 @@ def assign_params(model: nnx.Module, ours: Mapping[tuple[str, ...], np.ndarray])
         var[...] = jnp.asarray(value, dtype=current.dtype)
 
 
-def extract_params(model: nnx.Module) -> dict[tuple[str, ...], np.ndarray]:
-    """All Param and Buffer values of `model` as NumPy arrays keyed by attribute path."""
-    state = nnx.state(model)
+def extract_params(model: nnx.Module | nnx.State) -> dict[tuple[str, ...], np.ndarray]:
+    """All Param and Buffer values of a model (or of an nnx State) as NumPy arrays keyed by attribute path."""
+    state = model if isinstance(model, nnx.State) else nnx.state(model)
     out = {}
     for path, var in nnx.to_flat_state(state):
         out[tuple(str(p) for p in path)] = np.asarray(var[...] if hasattr(var, "__getitem__") else var)

@@ -89,8 +89,8 @@ def read_reference_dir(ref_dir: str, epochs: list[int] | None = None) -> dict[st
         n = len(idx["inst_start"])
         if any(len(v) != n for v in idx.values()):
             raise ValueError(f"{ep}: index arrays have different lengths")
-        for s, l in (("inst_start", "inst_len"), ("resp_start", "resp_len")):
-            bad = np.flatnonzero((idx[s] < 0) | (idx[l] < 0) | (idx[s] + idx[l] > len(tokens)))
+        for s, ln in (("inst_start", "inst_len"), ("resp_start", "resp_len")):
+            bad = np.flatnonzero((idx[s] < 0) | (idx[ln] < 0) | (idx[s] + idx[ln] > len(tokens)))
             if bad.size:
                 raise ValueError(f"{ep}/{s}.npy row {int(bad[0])}: span outside tokens.npy (len {len(tokens)})")
         index[e] = idx

@@ -71,11 +71,6 @@ class SpecialIds:
         return {"pad": self.pad, "boq": self.boq, "eoq": self.eoq, "eoa": self.eoa,
                 "conditions": dict(self.conditions)}
 
-    @classmethod
-    def from_json(cls, d: dict) -> "SpecialIds":
-        return cls(pad=int(d["pad"]), boq=int(d["boq"]), eoq=int(d["eoq"]), eoa=int(d["eoa"]),
-                   conditions={k: int(v) for k, v in d["conditions"].items()})
-
     def condition_ids(self, condition: str) -> list[int]:
         """Ids for a comma-separated condition string, in the given order ("synth,cot", SPEC §4.1)."""
         return [self.conditions[name] for name in split_condition(condition)]

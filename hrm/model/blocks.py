@@ -124,7 +124,8 @@ def block_apply(w: dict[str, jax.Array], h: jax.Array, ctx: StackContext, cfg: M
     out = project("btnh,nhd->btd", attn * jax.nn.sigmoid(gate), w["o"], cd, LOGICAL_AXES["o"][1:])
     h = constrain(h + checkpoint_name(out, "out_proj"), ACT_HIDDEN)
     x = rms_norm(h, cfg.norm_eps)
-    gu = checkpoint_name(constrain(project("btd,dci->btci", x, w["gate_up"], cd, LOGICAL_AXES["gate_up"][1:]), ACT_MLP), "mlpwi")
+    gu = constrain(project("btd,dci->btci", x, w["gate_up"], cd, LOGICAL_AXES["gate_up"][1:]), ACT_MLP)
+    gu = checkpoint_name(gu, "mlpwi")
     mlp = jax.nn.silu(gu[:, :, 0]) * gu[:, :, 1]
     out = checkpoint_name(project("bti,id->btd", mlp, w["down"], cd, LOGICAL_AXES["down"][1:]), "mlpwo")
     return constrain(h + out, ACT_HIDDEN), cache

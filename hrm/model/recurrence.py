@@ -147,12 +147,6 @@ def embedding_gets_grad(H_cycles: int, L_cycles: int, bp_steps: Optional[int]) -
     return any(s.grad for s in schedule(H_cycles, L_cycles, bp_steps) if s.cycle == 0)
 
 
-def grad_step_counts(H_cycles: int, L_cycles: int, bp_steps: Optional[int]) -> tuple[int, int]:
-    """(number of H steps with gradient, number of L steps with gradient)."""
-    steps = schedule(H_cycles, L_cycles, bp_steps)
-    return (sum(s.grad for s in steps if s.kind == "H"), sum(s.grad for s in steps if s.kind == "L"))
-
-
 def hl_applications(steps: Iterable[StepSpec], L_stack: str, H_stack: str) -> tuple[Application, ...]:
     """HRM-style steps as applications: z_L <- L(z_L + z_H), z_H <- H(z_H + z_L) (SPEC §1.2)."""
     out = []
@@ -165,5 +159,5 @@ def hl_applications(steps: Iterable[StepSpec], L_stack: str, H_stack: str) -> tu
 
 
 __all__ = ["Application", "Run", "StepSpec", "bp_split", "cache_slots", "cycle_groups", "cycle_runs",
-           "embedding_gets_grad", "gradient_reach", "grad_step_counts", "hl_applications", "hl_schedule",
+           "embedding_gets_grad", "gradient_reach", "hl_applications", "hl_schedule",
            "schedule"]

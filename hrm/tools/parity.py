@@ -41,7 +41,7 @@ from hrm.convert.layouts import (
     ours_to_canonical,
     unused_native,
 )
-from hrm.convert.params import assign_params
+from hrm.convert.params import assign_params, extract_params
 from hrm.convert.reference_config import model_config_from_reference
 from hrm.model import build_model, get_arch
 from hrm.model.loss import finalize_metrics, lm_loss_sums
@@ -147,10 +147,6 @@ class Golden:
         return sorted(k for k in self.z.files if k not in self.checked and not k.startswith(INPUT_KEYS))
 
 
-def _params_as_ours(params_state) -> dict:
-    return {tuple(str(p) for p in path): np.asarray(v[...]) for path, v in nnx.to_flat_state(params_state)}
-
-
 def _ours_to_state(ours: dict, like):
     """Build a params State shaped like `like` from an {path: array} dict."""
     flat = [(path, v.replace(jnp.asarray(ours[tuple(str(p) for p in path)], v[...].dtype)))
@@ -179,7 +175,7 @@ def check_npz(path: Path, overrides: Optional[list[str]] = None) -> bool:
           f"vocab={cfg.vocab_size} T={batch['inputs'].shape[1]} backend={cfg.attention_backend}")
 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    to_native = lambda tree: canonical_to_native(ours_to_canonical(_params_as_ours(tree)), spec)  # noqa: E731
+    to_native = lambda tree: canonical_to_native(ours_to_canonical(extract_params(tree)), spec)  # noqa: E731
 
     def hidden(p, bp: Optional[int]):
         m = nnx.merge(graphdef, p, rest)

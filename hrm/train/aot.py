@@ -39,6 +39,7 @@ from hrm.model.attention import backend_module, key_ranges, shape_only_attention
 from hrm.model.registry import max_bp_steps
 from hrm.model.scan import unrolled_scans
 from hrm.train.flops import device_peak, flops_per_step
+from hrm.sharding import with_shardings
 from hrm.train.hlo_stats import HloProgram
 from hrm.train.loop import visible_keys_sum
 from hrm.train.setup import TrainSetup, setup
@@ -72,7 +73,7 @@ def unrolled_hlo_flops(cfg: Config, s: TrainSetup, bp: Optional[int], shape_only
     """Global FLOPs of one train step from XLA's cost analysis of the step lowered (not compiled) for the
     host backend with every scan unrolled; shardings do not change the global count. With `shape_only`,
     attention is replaced by a matmul-free stand-in (its FLOPs are added separately)."""
-    strip = lambda t: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), t)  # noqa: E731
+    strip = lambda t: with_shardings(t, jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0]))  # noqa: E731
     fn = functools.partial(train_step, cfg=cfg, spec=s.spec, tx=s.tx, total_steps=s.total_steps, bp_steps=bp)
     with unrolled_scans(), (shape_only_attention() if shape_only else contextlib.nullcontext()):
         return _flops(jax.jit(fn).lower(strip(s.abstract_state), strip(s.abstract_batch())).cost_analysis())

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional, Sequence
 
-import jax
 import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocm
@@ -219,9 +218,3 @@ def load_params(path: Any, abstract_params: Any, use_ema: bool,
         out = out[k]
     log.info("loaded %s from %s", "/".join(keys), step_dir)
     return out
-
-
-def abstract_like(tree: Any) -> Any:
-    """ShapeDtypeStructs (with each array's sharding) of a concrete pytree — a restore target."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-                        tree)

@@ -21,6 +21,8 @@ import jax
 import numpy as np
 
 from hrm.config import Config, ConfigError, dump_yaml, to_dict
+from hrm.model.registry import bp_steps_at, max_bp_steps
+from hrm.sharding import sharding_report
 from hrm.train import distributed
 from hrm.train.checkpoint import CHECKPOINT_SUBDIR, Checkpointer
 from hrm.train.heldout import HeldOutEval, load_heldout_batches
@@ -29,7 +31,8 @@ from hrm.train.hooks import (CheckpointHook, FaultInjection, Hook, Interrupts, M
 from hrm.train.metrics import MetricsWriter, ProgressBar
 from hrm.train.resume import resolved_schedule, restore_or_init
 from hrm.train.rundir import RunDir, as_path
-from hrm.train.schedules import total_steps_from
+from hrm.train.flops import flops_per_token
+from hrm.train.schedules import bp_phase_boundaries, total_steps_from
 from hrm.train.setup import TrainSetup, check_batch_layout, global_batch_rows, setup  # noqa: F401 (re-exported)
 from hrm.train.step import StepCache
 
@@ -242,7 +245,7 @@ def open_data(cfg: Config) -> tuple[Any, Any]:
                                  seed=cfg.data.shuffle_seed, process_index=jax.process_index(),
                                  process_count=jax.process_count(), overlong=cfg.data.overlong,
                                  worker_count=cfg.data.worker_count, prefetch=cfg.data.prefetch,
-                                 lookahead=cfg.data.lookahead or None)
+                                 lookahead=cfg.data.lookahead or None, target_only=cfg.data.target_only)
     except ValueError as e:  # inconsistent data/batch settings, reported by the pipeline
         raise ConfigError(f"data pipeline ({data_dir}): {e}") from e
     meta = it.metadata
@@ -266,8 +269,6 @@ def resolve_total_steps(cfg: Config, tokens_per_epoch: int) -> int:
 
 def bp_for_step(cfg: Config, step: int, total: int) -> Optional[int]:
     """bp_steps of a (1-based) step: the architecture's schedule (HRM's warmup; None = the fixed horizon)."""
-    from hrm.model.registry import bp_steps_at  # the architecture's registry entry
-
     return bp_steps_at(cfg.model, step, total)
 
 
@@ -287,12 +288,22 @@ def visible_keys_sum(batch: dict[str, np.ndarray], causal: bool = False) -> floa
 
 
 def describe(cfg: Config, s: TrainSetup, state: dict, data_iter: Any, data_dir: Any) -> str:
-    """The one-line run description printed at start."""
+    """The run description printed at start: size, layout, schedule, and what the sharding rules could not shard."""
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
     eff = data_iter.epoch_stats(0).get("packing_efficiency", float("nan"))
-    return (f"{cfg.name}: {n_params / 1e6:.2f}M params | mesh {dict(s.mesh.shape)} | {jax.device_count()} devices x "
-            f"{jax.process_count()} processes | batch {s.global_rows}x{s.seq_len} | {s.total_steps} steps | "
-            f"packing efficiency {eff:.3f} | data {data_dir}")
+    bp = max_bp_steps(cfg.model)
+    lines = [f"{cfg.name}: {n_params / 1e6:.2f}M params | mesh {dict(s.mesh.shape)} | {jax.device_count()} devices x "
+             f"{jax.process_count()} processes | batch {s.global_rows}x{s.seq_len} | {s.total_steps} steps | "
+             f"packing efficiency {eff:.3f} | data {data_dir}",
+             f"{flops_per_token(cfg.model, bp) / 1e9:.3g} GFLOP/token at bp_steps {bp} (excluding attention)"]
+    if bp is not None:
+        lines[-1] += " | bp_steps from step: " + ", ".join(
+            f"{step}: {b}" for step, b in bp_phase_boundaries(s.total_steps, cfg.model))
+    fallbacks = sharding_report(s.spec.params_template, s.mesh, cfg.mesh.rules)
+    if fallbacks:
+        lines.append(f"replicated instead of sharded ({len(fallbacks)} parameter dims): " + "; ".join(fallbacks[:3])
+                     + (" ..." if len(fallbacks) > 3 else ""))
+    return "\n".join(lines)
 
 
 def _copy_tokenizer(run: RunDir, data_dir: Any, data_meta: dict) -> None:

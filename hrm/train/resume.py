@@ -19,6 +19,7 @@ from typing import Any, Optional
 import jax
 
 from hrm.config import Config, ConfigError, to_dict
+from hrm.sharding import with_shardings
 from hrm.train.checkpoint import Checkpointer, load_params
 from hrm.train.setup import TrainSetup
 
@@ -126,10 +127,10 @@ def restore_or_init(cfg: Config, s: TrainSetup, ckpt: Checkpointer, data_iter: A
 def warm_start(cfg: Config, s: TrainSetup, state: dict) -> dict:
     """`train.init_from`: params (EMA by default) and buffers from another checkpoint; fresh optimiser."""
     path = cfg.train.init_from
-    target = lambda key: jax.tree.map(  # noqa: E731
-        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state[key], s.state_shardings[key])
-    params = load_params(path, target("params"), use_ema=cfg.train.init_from_ema)
-    buffers = load_params(path, target("buffers"), use_ema=False, params_key=("buffers",))
+    params = load_params(path, with_shardings(state["params"], s.state_shardings["params"]),
+                         use_ema=cfg.train.init_from_ema)
+    buffers = load_params(path, with_shardings(state["buffers"], s.state_shardings["buffers"]), use_ema=False,
+                          params_key=("buffers",))
     opt = dict(state["opt_state"])
     opt["ema"] = jax.tree.map(lambda x: x.copy(), params)
     return {**state, "params": params, "buffers": buffers, "opt_state": opt}

@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hrm.config import Config
 from hrm.model import build_model
-from hrm.sharding import state_shardings
+from hrm.sharding import state_shardings, with_shardings
 from hrm.train.optim import AdamAtan2State, adam_atan2
 from hrm.train.schedules import lr_at
 
@@ -109,5 +109,4 @@ def init_state(cfg: Config, spec: ModelSpec, tx, shardings: dict) -> dict:
 
 def abstract_state(cfg: Config, tx, shardings: dict) -> dict:
     """ShapeDtypeStructs (with shardings) of the state, for restore targets and AOT compilation."""
-    shapes = jax.eval_shape(lambda: _fresh_state(cfg, tx))
-    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+    return with_shardings(jax.eval_shape(lambda: _fresh_state(cfg, tx)), shardings)

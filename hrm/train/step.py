@@ -18,18 +18,15 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 from jax.sharding import Mesh
 
 from hrm.config import Config
+from hrm.data.packing import FIELDS as BATCH_FIELDS  # the fields of a packed batch (SPEC §4.2–4.4)
 from hrm.model.loss import SUM_KEYS, chunked_lm_loss_sums, finalize_metrics
 from hrm.sharding import tracing_context
 from hrm.train.optim import active_mask
 from hrm.train.schedules import lr_at
 from hrm.train.state import ModelSpec, opt_state_from_dict, opt_state_to_dict
-
-BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions", "prefix_mask")
-
 
 def _split_microbatches(batch: dict, m: int) -> dict:
     """[B, T] -> [M, B/M, T] with row j in microbatch j % M."""
@@ -120,7 +117,7 @@ def compile_train_step(cfg: Config, spec: ModelSpec, tx, total_steps: int, bp_st
     mesh = batch_sharding.mesh
     fn = functools.partial(train_step, cfg=cfg, spec=spec, tx=tx, total_steps=total_steps, bp_steps=bp_steps,
                            mesh=mesh)
-    batch_sh = {k: batch_sharding for k in BATCH_KEYS}
+    batch_sh = {k: batch_sharding for k in BATCH_FIELDS}
     return jax.jit(fn, in_shardings=(state_shardings, batch_sh), out_shardings=(state_shardings, None),
                    donate_argnums=0)
 
@@ -145,7 +142,8 @@ class StepCache:
             cfg, spec, tx, total = self._args
             t0 = time.perf_counter()
             with jax.set_mesh(self._shardings[1].mesh):  # lowered and compiled under the mesh (STYLE §6)
-                compiled = compile_train_step(cfg, spec, tx, total, bp_steps, *self._shardings).lower(state, batch).compile()
+                step = compile_train_step(cfg, spec, tx, total, bp_steps, *self._shardings)
+                compiled = step.lower(state, batch).compile()
             mem = compiled.memory_analysis()
             info = {"compile_s": time.perf_counter() - t0}
             if mem is not None:
@@ -159,9 +157,3 @@ class StepCache:
     @property
     def compiled_variants(self) -> list:
         return sorted(self._fns, key=lambda x: -1 if x is None else x)
-
-
-def model_from_state(spec: ModelSpec, state: dict, use_ema: bool = False) -> nnx.Module:
-    """An nnx model holding the state's params (or EMA weights) - for evaluation."""
-    params = state["opt_state"]["ema"] if use_ema else state["params"]
-    return spec.merge(params, state["buffers"])

@@ -160,11 +160,11 @@ def _fwd_kernel(kv_start_ref, kv_count_ref, q_ref, k_ref, v_ref, lo_ref, hi_ref,
 
     @pl.when(j == pl.num_programs(3) - 1)
     def _finish():
-        l = l_sc[...]
-        seen = l > 0.0  # l >= 1 for every query with a visible key (its max term is exp(0))
-        inv = jnp.where(seen, 1.0 / jnp.where(seen, l, 1.0), 0.0)
+        denom = l_sc[...]
+        seen = denom > 0.0  # denom >= 1 for every query with a visible key (its max term is exp(0))
+        inv = jnp.where(seen, 1.0 / jnp.where(seen, denom, 1.0), 0.0)
         o_ref[...] = (acc_sc[...] * lanes(inv, acc_sc.shape[1])).astype(o_ref.dtype)
-        lse = jnp.where(seen, m_sc[...] + jnp.log(jnp.where(seen, l, 1.0)), 0.0)  # [bq, NUM_LANES]
+        lse = jnp.where(seen, m_sc[...] + jnp.log(jnp.where(seen, denom, 1.0)), 0.0)  # [bq, NUM_LANES]
         lse_ref[...] = lse.T[:1, :]  # lanes are replicated: row 0 of the transpose = [1, bq]
 
 
