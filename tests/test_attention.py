@@ -104,7 +104,8 @@ def test_xla_padding_queries_output_zero_and_explicit_mask_equals_packed():
     packed = prepare(AttentionMask.packed(jnp.asarray(seg), jnp.asarray(pre)), CFG)
     explicit = AttentionMask.explicit(prefix_lm_mask(jnp.asarray(seg), jnp.asarray(pre)))
     a, b = attend(q, q, q, packed, CFG), attend(q, q, q, explicit, CFG)
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # On CPU packed rows take the block-sparse path, explicit masks the dense one: equal up to fp32 rounding.
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     assert np.all(np.asarray(a)[0, 17:] == 0)
 
 
