@@ -245,11 +245,12 @@ def gather_examples(flat: np.ndarray, li: np.ndarray, lo: np.ndarray, eff_li: np
 
 
 def build_rows(flat: np.ndarray, n: np.ndarray, inst_lens: np.ndarray, rows: np.ndarray, num_rows: int,
-               seq_len: int) -> dict[str, np.ndarray]:
+               seq_len: int, target_only: bool = True) -> dict[str, np.ndarray]:
     """Pack full sequences s = i‖o (concatenated in `flat`, lengths `n`, instruction lengths Li) into [num_rows, seq_len] int32 fields (SPEC §4.2 layout).
 
     inputs = i‖o[:-1], targets[j] = s[j+1] where loss_mask (j ≥ Li − 1) else 0, positions restart at 0,
-    prefix_mask = j < Li, segment_ids = 1..k per row, everything 0 on padding. `rows[e]` = row of example e;
+    prefix_mask = j < Li, segment_ids = 1..k per row, everything 0 on padding. `target_only=False` (the P(x)
+    ablation, SPEC §4.2) puts the loss on every position (instruction labels i[1:]). `rows[e]` = row of example e;
     examples of one row appear in order. Vectorised: one pass of numpy ops over all tokens.
     """
     out = {k: np.zeros(num_rows * seq_len, np.int32) for k in FIELDS}
@@ -271,7 +272,7 @@ def build_rows(flat: np.ndarray, n: np.ndarray, inst_lens: np.ndarray, rows: np.
     src = src_start[ex] + j
     dst = dst_start[ex] + j
     li = np.asarray(inst_lens, np.int64)[ex]
-    loss = j >= li - 1
+    loss = (j >= li - 1) | (not target_only)
     out["inputs"][dst] = flat[src]
     out["targets"][dst] = np.where(loss, flat[src + 1], 0)
     out["loss_mask"][dst] = loss

@@ -49,7 +49,7 @@ class PackedBatchSource:
 
     def __init__(self, data_dir: str | os.PathLike, *, seq_len: int, global_batch_rows: int, seed: int,
                  process_index: int, process_count: int, overlong: str, lookahead: int | None = None,
-                 background: bool = True):
+                 background: bool = True, target_only: bool = True):
         if global_batch_rows % process_count:
             raise ValueError(f"global_batch_rows={global_batch_rows} is not divisible by process_count="
                              f"{process_count}; every host must get the same number of rows")
@@ -58,6 +58,7 @@ class PackedBatchSource:
         self.data_dir = os.fspath(paths.as_path(data_dir))
         self.meta = records.read_metadata(self.data_dir)
         self.seq_len, self.rows, self.seed, self.overlong = seq_len, global_batch_rows, seed, overlong
+        self.target_only = target_only  # False: loss on instruction tokens too (SPEC §4.2 P(x) ablation)
         self.rows_local = global_batch_rows // process_count
         self.row_lo = process_index * self.rows_local
         self.lookahead = lookahead or packing.DEFAULT_OPEN_ROWS
@@ -186,7 +187,7 @@ class PackedBatchSource:
         ex, row = plan.batch_rows(b, self.row_lo, self.row_lo + self.rows_local)
         flat, li, lo = records.decode_records(self.records.read(ex))
         flat, n = packing.gather_examples(flat, li, lo, self.eff_li[ex], self.eff_lo[ex], self.lengths[ex, 2])
-        return packing.build_rows(flat, n, self.eff_li[ex], row, self.rows_local, self.seq_len)
+        return packing.build_rows(flat, n, self.eff_li[ex], row, self.rows_local, self.seq_len, self.target_only)
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -286,8 +287,9 @@ class TrainIterator(grain.DatasetIterator):
 def make_train_iterator(data_dir: str | os.PathLike, *, seq_len: int, global_batch_rows: int, seed: int = 0,
                         process_index: int | None = None, process_count: int | None = None,
                         overlong: str = "truncate", worker_count: int = 0, prefetch: int = 2,
-                        lookahead: int | None = None) -> TrainIterator:
-    """The trainer's entry point: host-local packed batches [global_batch_rows / process_count, seq_len]."""
+                        lookahead: int | None = None, target_only: bool = True) -> TrainIterator:
+    """The trainer's entry point: host-local packed batches [global_batch_rows / process_count, seq_len]
+    (`target_only=False`: loss mask on every token, `data.target_only`)."""
     if process_index is None or process_count is None:
         import jax
 
@@ -295,7 +297,7 @@ def make_train_iterator(data_dir: str | os.PathLike, *, seq_len: int, global_bat
         process_count = jax.process_count() if process_count is None else process_count
     src = PackedBatchSource(data_dir, seq_len=seq_len, global_batch_rows=global_batch_rows, seed=seed,
                             process_index=process_index, process_count=process_count, overlong=overlong,
-                            lookahead=lookahead)
+                            lookahead=lookahead, target_only=target_only)
     return TrainIterator(src, worker_count=worker_count, prefetch=prefetch)
 
 
