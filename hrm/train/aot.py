@@ -130,6 +130,10 @@ def compile_only(cfg: Config, topology: str = "", bp_steps: Optional[int] = None
         no_remat = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, remat="none"))
         recompute = hlo_flops - unrolled_hlo_flops(no_remat, setup(no_remat, devices, process_count=1), bp,
                                                    shape_only=uses_kernel)
+        if uses_kernel:  # forward-kernel calls beyond one per layer application are recomputation
+            layer_apps = int(analytic["n_applications"]) * cfg.model.layers_per_stack
+            extra = k_info["kernel_calls"]["fwd"] - layer_apps
+            recompute += extra * k_info["kernel_flops_per_call"]["fwd"]
     step_flops = hlo_flops + k_flops
     chip = device_peak(kind)
     hbm = chip[1] if chip else None
