@@ -1,10 +1,12 @@
 """Parity against the reference implementation's golden tensors.
 
-    python -m hrm.tools.parity ../shared/golden/hrm_small.npz      # a native golden file (any architecture)
-    python -m hrm.tools.parity tests/golden/ut_mini.npz model.attention_backend=jax
-    python -m hrm.tools.parity ../shared/golden/hf_tiny            # a transformers-format folder
+    python -m hrm.tools.parity tests/golden/hrm_mini.npz           # a native golden file (any architecture)
+    python -m hrm.tools.parity tests/golden/ut_mini.npz model.attention_backend=splash
+    python -m hrm.tools.parity GOLDEN_DIR/hf_tiny                  # a transformers-format folder
 
-For an .npz (format in ../shared/golden/README.md) the model is built from `meta_json` alone (`arch`
+tests/golden/ holds the reference's small fixtures of all five architectures; the larger golden files and the
+transformers fixture come with the reference's golden release (GOLDEN_DIR). For an .npz (format in
+tests/golden/README.md) the model is built from `meta_json` alone (`arch`
 and the reference's config keys, mapped by the architecture's registry entry), the reference's
 parameters are imported, and we check logits (real positions), loss, accuracy, exact accuracy and every
 parameter gradient for each `bp<k>` in the file (`bp0` = the architecture's own fixed horizon), then the
@@ -74,7 +76,7 @@ def apply_overrides(cfg: ModelConfig, overrides: list[str]) -> ModelConfig:
 
 
 def packed_batch_from_golden(z) -> dict[str, np.ndarray]:
-    """The golden 1-D packed row as our [1, T] batch fields (SPEC §4.2, §4.3)."""
+    """The golden 1-D packed row as our [1, T] batch fields (docs/prefixlm_packing.md §2, §3)."""
     inputs = z["batch/inputs"].astype(np.int32)
     labels = z["batch/labels"].astype(np.int64)
     positions = z["batch/position_ids"].astype(np.int32)
@@ -252,15 +254,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not path.exists():
         print(f"error: {path} does not exist", file=sys.stderr)
         return 2
-    jax.config.update("jax_default_matmul_precision", "highest")
     try:
-        if path.is_dir():
-            if args.overrides:
-                raise ConfigError("overrides apply to .npz golden files only")
-            from hrm.tools.parity_hf import check_hf_dir
-            ok = check_hf_dir(path)
-        else:
-            ok = check_npz(path, args.overrides)
+        # fp32 goldens compare at full matmul precision; scoped so an in-process caller keeps its default.
+        with jax.default_matmul_precision("highest"):
+            if path.is_dir():
+                if args.overrides:
+                    raise ConfigError("overrides apply to .npz golden files only")
+                from hrm.tools.parity_hf import check_hf_dir
+                ok = check_hf_dir(path)
+            else:
+                ok = check_npz(path, args.overrides)
     except (ConfigError, ConversionError) as e:
         print(f"error: {e}", file=sys.stderr)
         print("PARITY FAIL (the golden file could not be checked)")

@@ -36,6 +36,19 @@ from jax.experimental.pallas import tpu as pltpu
 NUM_LANES = 128
 MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 NT_DIMS = (((1,), (1,)), ((), ()))  # a @ b.T
+NN_DIMS = (((1,), (0,)), ((), ()))  # a @ b
+
+
+def block_dot(a: jax.Array, b: jax.Array, dims=NN_DIMS) -> jax.Array:
+    """fp32-accumulating matmul of two VMEM tiles with an explicit precision.
+
+    The precision is fixed here rather than inherited from `jax_default_matmul_precision`: Mosaic rejects an
+    fp32 contract precision on bf16 tiles ("Bad lhs type"), so a global "highest" (as the parity tool sets
+    for fp32 goldens) must not leak into bf16 kernels. fp32 tiles use HIGHEST, bf16 tiles DEFAULT (native).
+    """
+    exact = a.dtype == jnp.float32 and b.dtype == jnp.float32
+    precision = jax.lax.Precision.HIGHEST if exact else jax.lax.Precision.DEFAULT
+    return jax.lax.dot_general(a, b, dims, precision=precision, preferred_element_type=jnp.float32)
 # Names of the pallas kernels. In compiled TPU HLO each call is a custom-call instruction named after its
 # kernel, e.g. `%splash_prefix_lm_fwd.1 = (...) custom-call(...), custom_call_target="tpu_custom_call"`.
 KERNEL_NAMES = {"fwd": "splash_prefix_lm_fwd", "dq": "splash_prefix_lm_dq", "dkv": "splash_prefix_lm_dkv"}
@@ -144,7 +157,7 @@ def _fwd_kernel(kv_start_ref, kv_count_ref, q_ref, k_ref, v_ref, lo_ref, hi_ref,
     @pl.when(j < count)
     def _compute():
         q, k, v = q_ref[...], k_ref[...], v_ref[...]
-        s = jax.lax.dot_general(q, k, NT_DIMS, preferred_element_type=jnp.float32)  # [bq, bk]
+        s = block_dot(q, k, NT_DIMS)  # [bq, bk]
         first_key = (kv_start_ref[flat] + j) * block_kv
         keys = first_key + jax.lax.broadcasted_iota(jnp.int32, s.shape, 1)
         visible = (keys >= jnp.expand_dims(lo_ref[0], -1)) & (keys < jnp.expand_dims(hi_ref[0], -1))
@@ -154,7 +167,7 @@ def _fwd_kernel(kv_start_ref, kv_count_ref, q_ref, k_ref, v_ref, lo_ref, hi_ref,
         p = jnp.where(visible, jnp.exp(s - lanes(m_next, s.shape[1])), 0.0)
         alpha = jnp.exp(m_prev - m_next)
         l_sc[...] = alpha * l_sc[...] + jnp.sum(p, axis=1, keepdims=True)
-        pv = jax.lax.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        pv = block_dot(p.astype(v.dtype), v)
         acc_sc[...] = acc_sc[...] * lanes(alpha, acc_sc.shape[1]) + pv
         m_sc[...] = m_next
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from hrm.model.attention.splash_kernel import (KERNEL_NAMES, NT_DIMS, KernelParams, block_index, heads_view,
+from hrm.model.attention.splash_kernel import (KERNEL_NAMES, NT_DIMS, block_dot, KernelParams, block_index, heads_view,
                                                kv_block_bounds, out_struct, q_block_bounds)
 
 _SEMANTICS = pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "parallel", "arbitrary"))
@@ -39,13 +39,13 @@ def _dq_kernel(kv_start_ref, kv_count_ref, q_ref, k_ref, v_ref, do_ref, lse_ref,
     @pl.when(j < kv_count_ref[flat])
     def _compute():
         q, k, v, do = q_ref[...], k_ref[...], v_ref[...], do_ref[...]
-        s = jax.lax.dot_general(q, k, NT_DIMS, preferred_element_type=jnp.float32)  # [bq, bk]
+        s = block_dot(q, k, NT_DIMS)  # [bq, bk]
         keys = (kv_start_ref[flat] + j) * block_kv + jax.lax.broadcasted_iota(jnp.int32, s.shape, 1)
         visible = (keys >= jnp.expand_dims(lo_ref[0], -1)) & (keys < jnp.expand_dims(hi_ref[0], -1))
         p = jnp.where(visible, jnp.exp(s - jnp.expand_dims(lse_ref[0], -1)), 0.0)
-        dp = jax.lax.dot_general(do, v, NT_DIMS, preferred_element_type=jnp.float32)
+        dp = block_dot(do, v, NT_DIMS)
         ds = p * (dp - jnp.expand_dims(di_ref[0], -1))
-        dq_sc[...] += jax.lax.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+        dq_sc[...] += block_dot(ds.astype(k.dtype), k)
 
     @pl.when(j == pl.num_programs(3) - 1)
     def _finish():
@@ -65,14 +65,14 @@ def _dkv_kernel(q_start_ref, q_count_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, 
     @pl.when(i < q_count_ref[flat])
     def _compute():
         q, k, v, do = q_ref[...], k_ref[...], v_ref[...], do_ref[...]
-        st = jax.lax.dot_general(k, q, NT_DIMS, preferred_element_type=jnp.float32)  # [bk, bq]
+        st = block_dot(k, q, NT_DIMS)  # [bk, bq]
         keys = j * block_kv + jax.lax.broadcasted_iota(jnp.int32, st.shape, 0)
         visible = (keys >= lo_ref[...]) & (keys < hi_ref[...])  # [1, bq] rows broadcast over keys
         pt = jnp.where(visible, jnp.exp(st - lse_ref[...]), 0.0)
-        dv_sc[...] += jax.lax.dot(pt.astype(do.dtype), do, preferred_element_type=jnp.float32)
-        dpt = jax.lax.dot_general(v, do, NT_DIMS, preferred_element_type=jnp.float32)  # [bk, bq]
+        dv_sc[...] += block_dot(pt.astype(do.dtype), do)
+        dpt = block_dot(v, do, NT_DIMS)  # [bk, bq]
         dst = pt * (dpt - di_ref[...])
-        dk_sc[...] += jax.lax.dot(dst.astype(q.dtype), q, preferred_element_type=jnp.float32)
+        dk_sc[...] += block_dot(dst.astype(q.dtype), q)
 
     @pl.when(i == pl.num_programs(3) - 1)
     def _finish():
