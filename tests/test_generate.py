@@ -1,5 +1,6 @@
-"""KV-cache generation engine (SPEC §7.1, §11): cached decoding == full PrefixLM forward, batching and
-padding invariance, over-long prompts, EOA stop, seeded sampling, data-parallel mesh, model loading."""
+"""KV-cache generation engine (docs/eval_protocol.md §1, docs/checkpoints.md §9): cached decoding == full PrefixLM
+forward, batching and padding invariance, over-long prompts, EOA stop, seeded sampling, data-parallel mesh, model
+loading."""
 
 import json
 import types
@@ -89,7 +90,7 @@ def test_overlong_prompts_and_context_cap(model):
     gen = _gen(model, max_context=16, batch_size=8)
     p16, p15, p12 = list(range(20, 36)), list(range(20, 35)), list(range(20, 32))
     outs = gen.generate([p16, p15, p12, list(range(20, 60))], 100)
-    # >= max_context: not run, empty (SPEC §7.1); otherwise prompt + generated <= max_context.
+    # >= max_context: not run, empty (docs/eval_protocol.md §1); otherwise prompt + generated <= max_context.
     assert outs[0] == [] and outs[3] == []
     assert len(outs[1]) == 1 and len(outs[2]) == 4
     assert gen.generate([p12], 0) == [[]]
@@ -105,6 +106,16 @@ def test_stops_at_eoa_and_drops_it(model, prompts):
         expect = f[:f.index(eoa)] if eoa in f else f
         assert s == expect
     assert len(stopped[1]) <= 3
+
+
+def test_valid_vocab_never_emits_padded_ids(model, prompts):
+    """A model whose vocabulary is padded past the tokenizer's never emits an id the tokenizer cannot decode."""
+    free = _gen(model).generate(prompts, 12)
+    limit = min(min(o) for o in free if o)  # every free-running token sits at or above this id
+    assert limit > 0
+    for temperature in (0.0, 1.0):
+        outs = _gen(model, valid_vocab=limit).generate(prompts, 12, temperature=temperature, seed=0)
+        assert all(o and max(o) < limit for o in outs), outs
 
 
 def test_sampling_is_seeded_and_batch_independent(model, prompts):
@@ -142,7 +153,7 @@ def _bf16_copy(model):
 
 
 def test_bf16_greedy_decoding_tracks_fp32(model):
-    """Eval's default (bf16 weights, compute and KV cache, SPEC §7.1) against the fp32 full forward,
+    """Eval's default (bf16 weights, compute and KV cache, docs/eval_protocol.md §1) against the fp32 full forward,
     teacher-forced on the bf16 tokens: 8 prompts x 16 greedy tokens.
 
     Free-running token agreement is the wrong measure: random-init logits have near-ties (top-2 margins down to

@@ -1,10 +1,10 @@
-"""KV-cache generation engine for PrefixLM inference (SPEC §7.1 decoding, §11).
+"""KV-cache generation engine for PrefixLM inference (docs/eval_protocol.md §1 decoding, docs/checkpoints.md §9).
 
 Per request: the prompt (BOQ ... EOQ) is prefilled in one call with *bidirectional* attention among
 its own tokens (PrefixLM, exactly as in training), then tokens are decoded one per step, each
 attending to every valid cached key (a single query: causal and bidirectional coincide). Every one
 of the H_cycles*(L_cycles+1) stack applications has its own cache slot (the model's
-`init_cache`/`forward_cached`, SPEC §11).
+`init_cache`/`forward_cached`, docs/checkpoints.md §9).
 
 Static shapes. Rows are right-padded: real prompt tokens sit at cache slots and positions
 0..n-1, generated token j at slot/position n+j. Prompt lengths are bucketed to powers of two
@@ -12,7 +12,7 @@ Static shapes. Rows are right-padded: real prompt tokens sit at cache slots and 
 `max_context`; the batch is always `batch_size` rows (dummy rows fill a short batch). One
 compilation per (prompt bucket, cache bucket, greedy/sampling).
 
-Decoding rules (SPEC §7.1): greedy argmax when temperature < 1e-5, else Gumbel-max on
+Decoding rules (docs/eval_protocol.md §1): greedy argmax when temperature < 1e-5, else Gumbel-max on
 logits / temperature (no top-k/top-p); stop at EOA (dropped from the output) or after the
 request's max_new_tokens, and never beyond prompt + generated = max_context. A prompt with
 >= max_context tokens is not run and returns an empty output (the reference returns the empty
@@ -20,7 +20,7 @@ string, scored invalid). Sampling noise for request r at its k-th token comes fr
 fold_in(fold_in(key(seed), r), k), so results do not depend on batching or padding.
 
 Data parallel: with a `mesh`, parameters are replicated and the batch axis of inputs and KV caches
-is sharded over the mesh axes ("data", "fsdp") (STYLE §6).
+is sharded over the mesh axes ("data", "fsdp") (docs/conventions.md §6).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hrm.model.attention import cache_decode_mask
 
-GREEDY_BELOW = 1e-5  # temperature threshold for greedy decoding (SPEC §7.1)
+GREEDY_BELOW = 1e-5  # temperature threshold for greedy decoding (docs/eval_protocol.md §1)
 BATCH_AXES = ("data", "fsdp")
 
 
@@ -49,9 +49,16 @@ def bucket(n: int, minimum: int = 16, cap: Optional[int] = None) -> int:
 
 
 def _pick(logits: jax.Array, keys: jax.Array, count: jax.Array, temperature: jax.Array,
-          sample: bool) -> jax.Array:
-    """Next token per row from logits [B, V]: argmax, or Gumbel-max on logits/T (SPEC §7.1)."""
+          sample: bool, valid_vocab: int = 0) -> jax.Array:
+    """Next token per row from logits [B, V]: argmax, or Gumbel-max on logits/T (docs/eval_protocol.md §1).
+
+    valid_vocab > 0 masks ids >= valid_vocab: a model whose vocabulary is padded past its tokenizer's
+    (e.g. to a multiple of 128) must never emit an id the tokenizer cannot decode.
+    """
     logits = logits.astype(jnp.float32)
+    if 0 < valid_vocab < logits.shape[-1]:
+        ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+        logits = jnp.where(ids < valid_vocab, logits, -jnp.inf)
     if not sample:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     gumbel = jax.vmap(lambda k, c: jax.random.gumbel(jax.random.fold_in(k, c), logits.shape[-1:]))(keys, count)
@@ -66,6 +73,7 @@ class _Spec:
     eoa_id: int
     cache_dtype: str
     mesh: Optional[Mesh]
+    valid_vocab: int = 0
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -93,7 +101,7 @@ def _constrain(mesh: Optional[Mesh], x: jax.Array, axis: int = 0) -> jax.Array:
 
 def _prefill_impl(spec: _Spec, state, tokens, lengths, budgets, req_ids, seed, temperature, *,
                   S: int, sample: bool, collect: bool):
-    """Prompt pass: bidirectional among each row's n real tokens (SPEC §11), first token picked."""
+    """Prompt pass: bidirectional among each row's n real tokens (docs/checkpoints.md §9), first token picked."""
     model = nnx.merge(spec.graphdef, state)
     B, P = tokens.shape
     cache = model.init_cache(B, S, jnp.dtype(spec.cache_dtype))
@@ -106,7 +114,7 @@ def _prefill_impl(spec: _Spec, state, tokens, lengths, budgets, req_ids, seed, t
                                          logits_at=jnp.maximum(lengths - 1, 0))
     keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.PRNGKey(seed), r))(req_ids)
     zero = jnp.zeros((B,), jnp.int32)
-    tok = _pick(logits[:, 0], keys, zero, temperature, sample)
+    tok = _pick(logits[:, 0], keys, zero, temperature, sample, spec.valid_vocab)
     started = budgets > 0
     out = jnp.full((B, S), -1, jnp.int32).at[:, 0].set(jnp.where(started, tok, -1))
     count = started.astype(jnp.int32)
@@ -126,7 +134,7 @@ def _step_impl(spec: _Spec, state, carry, lengths, budgets, temperature, *, samp
     cur = jnp.minimum(lengths + count - 1, S - 1)  # slot == position of the token being fed
     mask = cache_decode_mask(jnp.ones((B, S), bool), cur[:, None])
     logits, cache = model.forward_cached(carry["tok"][:, None], cur[:, None], mask, carry["cache"], cur)
-    new = _pick(logits[:, 0], carry["keys"], count, temperature, sample)
+    new = _pick(logits[:, 0], carry["keys"], count, temperature, sample, spec.valid_vocab)
     rows = jnp.arange(B)
     out = carry["out"].at[rows, count].set(jnp.where(active, new, carry["out"][rows, count]), mode="drop")
     nxt = dict(carry, tok=new, out=out, cache=cache, count=count + active.astype(jnp.int32),
@@ -155,23 +163,25 @@ _run = jax.jit(_run_impl, static_argnames=("spec", "S", "sample", "collect"))
 
 
 class Generator:
-    """Batched PrefixLM generation with a static KV cache (SPEC §11).
+    """Batched PrefixLM generation with a static KV cache (docs/checkpoints.md §9).
 
     Args:
       model: an HRM or Transformer (anything with `init_cache` and `forward_cached`). Weight choice
         (EMA) and dtype casting are the loader's job (`hrm.eval.model_loading`).
       eoa_id: end-of-answer id (stops a row, removed from the output); None never stops early.
-      max_context: cap on prompt + generated tokens; longer prompts return [] (SPEC §7.1).
+      max_context: cap on prompt + generated tokens; longer prompts return [] (docs/eval_protocol.md §1).
       batch_size: rows per compiled call (rounded up to a multiple of the mesh's batch shards).
       cache_dtype: KV cache dtype (bf16 as the reference; fp32 for parity tests).
       mesh: optional mesh; the batch is sharded over ("data", "fsdp"), parameters replicated.
       loop: "while" (decode inside one `jax.lax.while_loop`) or "python" (jitted step per token).
       min_bucket: smallest prompt/cache bucket.
+      valid_vocab: ids >= this are never generated (the tokenizer's size when the model's vocabulary is padded
+        past it); 0 = every id of the model.
     """
 
     def __init__(self, model: nnx.Module, *, eoa_id: Optional[int], max_context: int, batch_size: int,
                  cache_dtype: Any = jnp.bfloat16, mesh: Optional[Mesh] = None, loop: str = "while",
-                 min_bucket: int = 16):
+                 min_bucket: int = 16, valid_vocab: int = 0):
         if loop not in ("while", "python"):
             raise ValueError(f"loop must be 'while' or 'python', got {loop!r}")
         if max_context < 2 or batch_size < 1:
@@ -189,7 +199,7 @@ class Generator:
         self.state = state
         # Jitted functions are module-level and keyed by this static spec, so every Generator over
         # the same model structure shares compilations.
-        self._spec = _Spec(self.graphdef, self.eoa_id, self.cache_dtype.name, mesh)
+        self._spec = _Spec(self.graphdef, self.eoa_id, self.cache_dtype.name, mesh, int(valid_vocab))
 
     def _batch_sharding(self, ndim: int) -> Optional[NamedSharding]:
         return _batch_sharding(self.mesh, ndim, 0)
@@ -241,7 +251,7 @@ class Generator:
         if len(max_new_tokens) != n:
             raise ValueError(f"{len(max_new_tokens)} max_new_tokens values for {n} prompts")
         if any(len(p) == 0 for p in prompts):
-            raise ValueError("empty prompt: a prompt holds at least BOQ ... EOQ (SPEC §4.1)")
+            raise ValueError("empty prompt: a prompt holds at least BOQ ... EOQ (docs/prefixlm_packing.md §1)")
         budgets = [max(0, min(int(m), self.max_context - len(p))) for p, m in zip(prompts, max_new_tokens)]
         outs: list[list[int]] = [[] for _ in range(n)]
         logits: list[np.ndarray] = [np.zeros((0, self.cfg.vocab_size), np.float32) for _ in range(n)]

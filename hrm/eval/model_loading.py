@@ -1,4 +1,4 @@
-"""Load a model for evaluation: checkpoint -> (Generator, tokenizer, size label) (SPEC §7.1).
+"""Load a model for evaluation: checkpoint -> (Generator, tokenizer, size label) (docs/eval_protocol.md §1).
 
 Evaluation defaults follow the reference: EMA weights (`use_ema`, default True; `--no_ema` turns it
 off), bf16 weights and compute (`dtype`), bf16 KV cache, data parallel over every local device.
@@ -88,7 +88,8 @@ def data_parallel_mesh():
 @dataclasses.dataclass(frozen=True)
 class CheckpointInfo:
     """What eval.py reports and checks before loading weights: the step directory and step (None for a
-    `random:` model) and the run config saved with the checkpoint (SPEC §7.1 eval dtype, training data)."""
+    `random:` model) and the run config saved with the checkpoint (docs/eval_protocol.md §1 eval dtype, training
+    data)."""
 
     step_dir: Optional[Path]
     step: Optional[int]
@@ -136,5 +137,5 @@ def load_generator(checkpoint: str, args: Any) -> tuple[Generator, Any, Optional
     max_context = int(getattr(args, "max_context", 0) or 0) or cfg.model.max_seq_len
     gen = Generator(model, eoa_id=tokenizer.special.eoa, max_context=max_context,
                     batch_size=int(getattr(args, "batch_size", 0) or 8), cache_dtype=_dtype(dtype),
-                    mesh=data_parallel_mesh())
+                    mesh=data_parallel_mesh(), valid_vocab=tokenizer.vocab_size)
     return gen, tokenizer, size_label(cfg.model)
