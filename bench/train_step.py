@@ -3,7 +3,7 @@
 Times the jitted training step that `train.py` runs (forward, truncated backward, AdamAtan2, EMA; fp32 compute)
 on one packed PrefixLM row, built as: `rng = np.random.default_rng(0)`; while at least 256 slots remain, append an
 example with instruction length `rng.integers(32, 160)` and response length `rng.integers(16, 96)` (it occupies
-Li + Lo - 1 slots, SPEC §4.2); token ids are drawn afterwards from the same generator.
+Li + Lo - 1 slots, docs/prefixlm_packing.md §2); token ids are drawn afterwards from the same generator.
 
 Absolute times vary between machines and with load, so the result is a ratio. Each side (`new` = the package
 imported normally, `base` = the checkout at `--baseline_repo`, imported through PYTHONPATH) runs in its own worker
@@ -78,9 +78,17 @@ def _config(args):
             f"model.num_heads={args.heads}", f"model.vocab_size={args.vocab}", f"model.max_seq_len={t}",
             "model.compute_dtype=float32", "model.param_dtype=float32", f"data.seq_len={t}",
             "train.global_batch_rows=1", "train.total_steps=1000"]
-    if args.arch == "hrm" and args.bp > 5:
+    if args.bp > 5:
         over.append(f"model.bp_max_steps={args.bp}")
     return load_config(None, over)
+
+
+def resolve_bp(args) -> int:
+    """`--bp` if the architecture has a bp_steps schedule (HRM's warmup), else 0 (a fixed horizon). Resolved once
+    in the parent with this checkout's registry, then passed to both workers (the baseline may predate it)."""
+    from hrm.model.registry import max_bp_steps
+
+    return 0 if max_bp_steps(_config(args).model) is None else args.bp
 
 
 def _build_step(cfg, side: str, bp):
@@ -113,7 +121,7 @@ def worker(args) -> None:
 
     cfg = _config(args)
     rows = dict(np.load(args.row))
-    bp = args.bp if cfg.model.arch == "hrm" else None
+    bp = args.bp or None
     t0 = time.perf_counter()
     steps, state, batch_sh = _build_step(cfg, args.worker, bp)
     batch = {k: jax.device_put(v, batch_sh) for k, v in rows.items()}
@@ -200,11 +208,11 @@ def matmul_peak(n: int, reps: int = 5) -> float:
 
 
 def step_flops(args, lengths) -> float:
-    """Analytic FLOPs of one step on the row (SPEC §9), attention scores on the row's PrefixLM examples."""
+    """Analytic FLOPs of one step on the row (docs/optimizer.md §5), attention scores on the row's PrefixLM examples."""
     from hrm.train.flops import flops_per_step, visible_keys_total
 
     cfg = _config(args)
-    bp = args.bp if args.arch == "hrm" else None
+    bp = args.bp or None
     # An example of Li + Lo tokens occupies Li + Lo - 1 slots: its prefix is Li slots, its response Lo - 1.
     vis = visible_keys_total([(li, lo - 1) for li, lo in lengths], "prefixlm")
     return flops_per_step(cfg.model, bp, args.tokens, vis)["total"]
@@ -284,6 +292,7 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    args.bp = resolve_bp(args)
     print("RESULT " + json.dumps(parent(args)))
 
 
