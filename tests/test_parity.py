@@ -1,5 +1,5 @@
-"""Reference parity (golden tensors of the PyTorch reference, SPEC §10.1): every architecture on the fixtures
-kept in tests/golden/ (byte copies of ../shared/golden/mini, so a fresh clone checks parity), the larger
+"""Reference parity (golden tensors of the PyTorch reference, docs/checkpoints.md §1): every architecture on the
+fixtures kept in tests/golden/ (byte copies of ../shared/golden/mini, so a fresh clone checks parity), the larger
 ../shared/golden files when present, and the parity tool's own failure modes (a golden key without
 counterpart fails, overrides that change the model are refused)."""
 
@@ -50,6 +50,7 @@ def test_parity_on_fixture(arch, capsys):
         assert 0 < float(z["bp0/accuracy"]) < 1 and float(z["bp0/exact_accuracy"]) > 0
 
 
+@pytest.mark.slow  # CI budget: the same five architectures run on the tests/golden fixtures above
 @pytest.mark.parametrize("name", ["hrm_small.npz", "transformer_small.npz", "ut_small.npz", "rins_small.npz",
                                   "trm_small.npz"])
 def test_parity_on_shared_golden(golden_dir, name, capsys):

@@ -69,14 +69,15 @@ def reference_run(tmp_path_factory) -> dict[int, float]:
     _train(run)
     losses = _losses(run)
     assert sorted(losses) == list(range(1, 13))
-    # one compiled step per distinct bp_steps value, and bp follows SPEC §3.1 (warmup = 0.2 x 12 = 2.4 steps)
+    # one compiled step per distinct bp_steps value, and bp follows docs/recurrence.md §2.1 (warmup = 0.2 x 12 = 2.4
+    # steps)
     bps = {json.loads(line)["step"]: json.loads(line)["bp_steps"] for line in (run / "metrics.jsonl").open()}
     assert [bps[s] for s in (1, 2, 3, 12)] == [3, 4, 5, 5]
     assert json.loads((run / "summary.json").read_text())["compiled_bp_variants"] == sorted(set(bps.values()))
     return losses
 
 
-@pytest.mark.parametrize("kill_at", [10, 8])
+@pytest.mark.parametrize("kill_at", [pytest.param(10, marks=pytest.mark.slow), 8])  # 10: slow (CI budget)
 def test_sigkill_resume_is_bit_exact(tmp_path, reference_run, kill_at):
     """Killed after step 10 (checkpoint 8 complete) or right after issuing the step-8 save (possibly
     mid-write: restore must then pick the previous complete checkpoint); either way the resumed run
@@ -116,8 +117,9 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
     assert summary["preempted_at"] == 6 and summary["final_step"] == 6
 
 
+@pytest.mark.slow  # CI budget: ~80 s of training runs
 def test_init_from_warm_starts_from_ema(tmp_path, reference_run):
-    """SFT-style warm start: params (EMA) from a finished run, fresh optimiser, step 0 (SPEC §5.2)."""
+    """SFT-style warm start: params (EMA) from a finished run, fresh optimiser, step 0 (docs/optimizer.md §2)."""
     first = tmp_path / "first"
     _train(first, "train.total_steps=8", "optim.ema_decay=0.5")
     p = _train(tmp_path / "second", f"train.init_from={first}", "train.total_steps=2")

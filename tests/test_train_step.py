@@ -104,6 +104,7 @@ def test_parameter_bytes_are_sharded():
     assert g.sharding.spec == PartitionSpec(None, "fsdp", None, "tensor", None)
 
 
+@pytest.mark.slow  # CI budget; the golden fixtures pin the unaccumulated step
 def test_grad_accumulation_matches_unaccumulated():
     cfg1 = _cfg()
     cfg4 = _cfg("train.microbatches=4")
@@ -124,6 +125,7 @@ def test_grad_accumulation_matches_unaccumulated():
     _assert_params_close(p1["params"], p4["params"])
 
 
+@pytest.mark.slow  # CI budget; tests/golden/hrm_mini.npz also checks the bp=2 embedding skip (adam_bp2)
 def test_embedding_frozen_while_bp_is_2():
     cfg = _cfg()
     mesh = make_mesh(cfg.mesh)
@@ -142,6 +144,7 @@ def test_embedding_frozen_while_bp_is_2():
     assert np.abs(np.asarray(s3["params"]["embed"]["embedding"]) - emb0).max() > 0
 
 
+@pytest.mark.slow  # CI budget
 def test_reference_option_off_decays_embedding():
     cfg = _cfg("optim.freeze_absent_grads=false")
     mesh = make_mesh(cfg.mesh)
