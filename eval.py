@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Evaluate HRM-Text on the paper benchmarks or held-out instruction/response pairs (SPEC §7). Thin CLI over
-`hrm.eval`.
+"""Evaluate HRM-Text on the paper benchmarks or held-out instruction/response pairs (docs/eval_protocol.md). Thin CLI
+over `hrm.eval`.
 
   python eval.py --checkpoint runs/tiny                                              # built-in held-out tasks
   python eval.py --checkpoint runs/mine --heldout heldout.jsonl                      # your own held-out file
-  python eval.py --checkpoint runs/xl --tasks all --data_dir ../shared/benchdata --out runs/eval/xl
+  python eval.py --checkpoint runs/xl --tasks all --data_dir BENCHDATA --out runs/eval/xl
   python eval.py --tasks gsm8k,mmlu --data_dir DIR --dump_prompts prompts.jsonl       # no model
   python eval.py --rescore runs/eval/xl/predictions.jsonl --out scored.jsonl          # no model
   python eval.py --tasks all --data_dir DIR --dry_run [--tokenizer tokenizer.json]    # no model
@@ -13,8 +13,8 @@ Held-out file (`--heldout`): JSONL in the training input schema (data/README.md)
 (or prompt/completion, input/output, question/answer, chat `messages`), optional `condition` (default direct),
 optional `task` (a group reported separately) and `id`. Scored by exact match of the stripped generation.
 
-Both protocols of SPEC §7.11 are reported: a run generates the `--variant` prompts, and also the other variant's
-prompts where they differ (ARC shots with numeric labels; MCQ context 3072 corrected vs 4096 faithful), so the
+Both protocols of docs/eval_protocol.md §11 are reported: a run generates the `--variant` prompts, and also the other
+variant's prompts where they differ (ARC shots with numeric labels; MCQ context 3072 corrected vs 4096 faithful), so the
 corrected table is the corrected protocol and the faithful table the faithful one, whatever --variant says.
 
 Only the model path imports JAX (`hrm.eval.model_loading`). Items asking for more context than the model's
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: --data_dir if it holds heldout.jsonl, else the built-in data/default/heldout.jsonl")
     p.add_argument("--limit", type=int, help="evaluate only the first N items of each task")
     p.add_argument("--variant", choices=("faithful", "corrected"),
-                   help="protocol of SPEC §7.11 whose prompts the run generates and whose scores are the top-level "
+                   help="protocol of docs/eval_protocol.md §11 whose prompts the run generates and whose scores are "
+                   "the top-level "
                    "fields of predictions.jsonl (default faithful); the other protocol's table comes from its own "
                    "prompts and context, generated where they differ")
     p.add_argument("--out", help="results directory (model path; default runs/eval/<checkpoint>_<variant>) or "
@@ -80,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("bfloat16", "float32"),
                    help="weights/compute/KV-cache dtype (default: the checkpoint config's eval.dtype, "
                         "bfloat16 as the reference unless the config says otherwise)")
-    p.add_argument("--no_ema", action="store_true", help="evaluate the raw weights instead of the EMA (SPEC §5.2)")
+    p.add_argument("--no_ema", action="store_true",
+                   help="evaluate the raw weights instead of the EMA (docs/optimizer.md §2)")
     return p
 
 
@@ -136,7 +138,7 @@ def dump_prompts(args: argparse.Namespace, items: list[EvalItem]) -> None:
 
 
 def describe_cap(group: list[EvalItem]) -> str:
-    """The generation cap of a task's items (SPEC §7.1: max_tokens, else max_context − prompt length)."""
+    """The generation cap of a task's items (docs/eval_protocol.md §1: max_tokens, else max_context − prompt length)."""
     caps = sorted({it.max_tokens for it in group}, key=lambda x: -1 if x is None else x)
     if caps == [None]:
         return "max_tokens unset (generates until EOA or max_context − prompt tokens)"
@@ -198,8 +200,8 @@ def training_data_warning(args: argparse.Namespace, cfg: Config) -> Optional[str
 
 
 def cap_context(items: list[EvalItem], model_context: int, quiet: bool = False) -> list[EvalItem]:
-    """Items asking for more context than the model/cache holds get the model's limit (SPEC §7.1: a prompt
-    at or over it is not run and scores invalid), with a warning naming the tasks affected."""
+    """Items asking for more context than the model/cache holds get the model's limit (docs/eval_protocol.md §1: a
+    prompt at or over it is not run and scores invalid), with a warning naming the tasks affected."""
     over = sorted({it.task for it in items if it.max_context > model_context})
     if over and not quiet:
         print(f"warning: tasks {', '.join(over)} ask for a context longer than the model's {model_context} tokens; "

@@ -17,21 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hrm.data import records  # noqa: E402
-from hrm.data.default_dataset import DEFAULT_ROOT, ensure_default_dataset  # noqa: E402
-from hrm.data.pipeline import make_train_iterator  # noqa: E402
-from hrm.data.prepare import prepare  # noqa: E402
-from packing_plan import realistic_lengths  # noqa: E402
+from hrm.data import records
+from hrm.data.default_dataset import DEFAULT_ROOT, ensure_default_dataset
+from hrm.data.pipeline import make_train_iterator
+from hrm.data.prepare import prepare
+from packing_plan import realistic_lengths
 
 
 def bench_packing(root: Path, seq_len: int, rows: int, steps: int) -> dict:

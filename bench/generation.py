@@ -1,4 +1,4 @@
-"""Decode speed with the KV cache vs recomputing the sequence at every step (SPEC §11).
+"""Decode speed with the KV cache vs recomputing the sequence at every step (docs/checkpoints.md §9).
 
 The cached engine (`hrm.eval.generate.Generator`) prefills the prompt once and then runs one token per
 step through all H_cycles*(L_cycles+1) stack applications against per-step caches. Two recomputation
@@ -23,19 +23,17 @@ import argparse
 import dataclasses
 import functools
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from hrm.config import load_config  # noqa: E402
-from hrm.eval.generate import Generator  # noqa: E402
-from hrm.model import build_model  # noqa: E402
+from hrm.config import load_config
+from hrm.eval.generate import Generator
+from hrm.model import build_model
 
 
 def recompute_fn(model, prompt_len: int, total: int):

@@ -1,4 +1,4 @@
-"""Temporary memory of the compiled loss+gradient vs the number of recurrent steps (SPEC §3.3).
+"""Temporary memory of the compiled loss+gradient vs the number of recurrent steps (docs/recurrence.md §2.3).
 
 With truncated backprop (bp_steps=2) only two stack applications keep activations for the
 backward pass, so XLA's temporary buffer should stay flat as H_cycles x L_cycles grows; full
@@ -13,18 +13,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from flax import nnx  # noqa: E402
+import jax
+import jax.numpy as jnp
+from flax import nnx
 
-from hrm.config import ModelConfig  # noqa: E402
-from hrm.model import build_model  # noqa: E402
-from hrm.model.loss import lm_loss_sums  # noqa: E402
+from hrm.config import ModelConfig
+from hrm.model import build_model
+from hrm.model.loss import lm_loss_sums
 
 
 def temp_bytes(cfg: ModelConfig, batch: int, seq: int, bp) -> int:

@@ -26,15 +26,15 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Architecture (SPEC §1). `n_layers` is the total; HRM splits it in half between H and L."""
+    """Architecture (docs/model.md). `n_layers` is the total; HRM splits it in half between H and L."""
 
-    arch: str = "hrm"  # a key of hrm.model.registry.ARCHS: hrm, transformer, ut, rins, trm (SPEC §8.3)
+    arch: str = "hrm"  # a key of hrm.model.registry.ARCHS: hrm, transformer, ut, rins, trm (docs/recurrence.md §3)
     vocab_size: int = 512
     hidden_size: int = 128
     num_heads: int = 2
     head_dim: int = 0  # 0 = hidden_size // num_heads
     expansion: float = 4.0
-    intermediate_size: int = 0  # 0 = SPEC §1.1 formula round(expansion*d*2/3) rounded up to 256
+    intermediate_size: int = 0  # 0 = docs/model.md §1 formula round(expansion*d*2/3) rounded up to 256
     n_layers: int = 4
     half_layers: bool = True
     H_cycles: int = 2
@@ -106,16 +106,17 @@ class MeshConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Training data (SPEC §4, §6). `path` empty = the built-in default dataset."""
+    """Training data (docs/prefixlm_packing.md, docs/data_format.md). `path` empty = the built-in default dataset."""
 
     path: str = ""
     tokenizer: str = ""  # empty = the tokenizer recorded in the prepared data's metadata
     seq_len: int = 256
     # Over-long examples: "truncate" (instruction from the left, keeping BOQ/conditions/EOQ and the whole
-    # response), "drop", or "reference" (SPEC §6.5: cap the response at seq_len+1-Li, drop if < 1).
+    # response), "drop", or "reference" (docs/data_format.md §5: cap the response at seq_len+1-Li, drop if < 1).
     overlong: str = "truncate"
-    # True: loss on response tokens only, P(xa|xq) (SPEC §4.2). False: also on the instruction (labels i[1:]), the
-    # P(x) ablation of paper Tab. 3; needs model.attn_type=causal (PrefixLM would let a token see its own label).
+    # True: loss on response tokens only, P(xa|xq) (docs/prefixlm_packing.md §2). False: also on the instruction (labels
+    # i[1:]), the P(x) ablation of paper Tab. 3; needs model.attn_type=causal (PrefixLM would let a token see its own
+    # label).
     target_only: bool = True
     shuffle_seed: int = 0
     worker_count: int = 0
@@ -125,7 +126,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """AdamAtan2 + EMA + LR schedule (SPEC §5)."""
+    """AdamAtan2 + EMA + LR schedule (docs/optimizer.md)."""
 
     lr: float = 2.2e-4
     lr_warmup_steps: int = 2000
@@ -134,7 +135,7 @@ class OptimConfig:
     beta2: float = 0.95
     weight_decay: float = 0.1
     ema_decay: float = 0.9999
-    freeze_absent_grads: bool = True  # SPEC §3.4: skip params with structurally absent gradient
+    freeze_absent_grads: bool = True  # docs/recurrence.md §2.4: skip params with structurally absent gradient
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +181,7 @@ class CheckpointConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation defaults (SPEC §7)."""
+    """Evaluation defaults (docs/eval_protocol.md)."""
 
     tasks: str = "default"
     data_dir: str = ""

@@ -1,8 +1,8 @@
 """Device mesh construction over the physical axes ("data", "fsdp", "tensor").
 
-STYLE §6: every mesh in this codebase is built here, always with `AxisType.Auto` axes. On jax 0.10
+docs/conventions.md §6: every mesh in this codebase is built here, always with `AxisType.Auto` axes. On jax 0.10
 `jax.make_mesh` defaults to Explicit axes, under which indexing, `with_sharding_constraint` and
-`nnx.Embed` lookups fail (STYLE §13 pitfall 1), so the axis types are always passed explicitly.
+`nnx.Embed` lookups fail (docs/conventions.md §13 pitfall 1), so the axis types are always passed explicitly.
 
 Sizes come from `MeshConfig`; at most one may be -1 and is resolved from the device count. Explicit
 `devices` (e.g. `jax.experimental.topologies.get_topology_desc(...).devices` for ahead-of-time TPU
@@ -47,7 +47,7 @@ def resolve_mesh_shape(sizes: Sequence[int], n_devices: int) -> tuple[int, ...]:
 
 
 def make_mesh(cfg: MeshConfig, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-    """Build the ("data", "fsdp", "tensor") mesh with Auto axis types (STYLE §6).
+    """Build the ("data", "fsdp", "tensor") mesh with Auto axis types (docs/conventions.md §6).
 
     Args:
       cfg: mesh sizes; one may be -1 (filled from the device count).

@@ -1,4 +1,4 @@
-"""Logical axis names → PartitionSpecs / NamedShardings: the one place that happens (STYLE §6).
+"""Logical axis names → PartitionSpecs / NamedShardings: the one place that happens (docs/conventions.md §6).
 
 Parameters carry logical axis names in their Flax 0.12 Variable metadata `out_sharding`, e.g.
 `nnx.Param(w, out_sharding=("embed", "mlp"))`; activations name them at constraint points. The table
@@ -12,7 +12,7 @@ rules are applied on top of the table:
 
 `state_shardings` turns an abstract NNX state into a matching tree of `NamedSharding`;
 `with_shardings` makes sharded ShapeDtypeStructs (restore/AOT targets); `sharded_fraction` backs the
-STYLE §6 test "≥ 98% of parameter bytes are sharded".
+docs/conventions.md §6 test "≥ 98% of parameter bytes are sharded".
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _spec_and_fallbacks(names: Names, rules: Rules, shape: Optional[Sequence[int
 
 def logical_to_spec(names: Names, rules: Rules, shape: Optional[Sequence[int]] = None,
                     mesh: Optional[Mesh] = None) -> PartitionSpec:
-    """PartitionSpec for an array whose dimensions carry logical `names` (STYLE §6 table).
+    """PartitionSpec for an array whose dimensions carry logical `names` (docs/conventions.md §6 table).
 
     With `shape` and `mesh`, dimensions whose mesh size does not divide them are replicated.
     The spec always has one entry per dimension (None = replicated).

@@ -1,4 +1,4 @@
-"""Orbax checkpoint wrapper (STYLE §11): round trip with resharding, keep policy, async, data
+"""Orbax checkpoint wrapper (docs/conventions.md §11): round trip with resharding, keep policy, async, data
 iterator state, params-only loading, and atomicity under a kill mid-write."""
 
 import os

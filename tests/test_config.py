@@ -1,4 +1,4 @@
-"""Config system: YAML inheritance, typed overrides, clear errors naming the key; shipped sizes (SPEC §1.1)."""
+"""Config system: YAML inheritance, typed overrides, clear errors naming the key; shipped sizes (docs/model.md §1)."""
 
 from __future__ import annotations
 

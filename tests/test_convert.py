@@ -1,4 +1,4 @@
-"""Checkpoint interop (SPEC §10): transformers folder round trip, parity tool on golden/hf_tiny, reference
+"""Checkpoint interop (docs/checkpoints.md): transformers folder round trip, parity tool on golden/hf_tiny, reference
 (.npz) import with EMA, the written training-state layout, config validation and sharded safetensors."""
 
 import dataclasses
@@ -124,7 +124,7 @@ def test_unrepresentable_config_is_rejected(hf_tiny, key, value):
 
 
 def test_exporter_schema_config():
-    """The reference exporter writes the total layer count and a top-level rope_theta (SPEC §10.2)."""
+    """The reference exporter writes the total layer count and a top-level rope_theta (docs/checkpoints.md §2)."""
     m = model_config_from_hf({"vocab_size": 512, "hidden_size": 256, "num_attention_heads": 2,
                               "num_key_value_heads": 2, "num_hidden_layers": 8, "intermediate_size": 768,
                               "rope_theta": 5e5, "initializer_range": 0.0625, "prefix_lm": True})

@@ -1,4 +1,4 @@
-"""from-reference on real PyTorch saves (SPEC §10.1): a `.pt` state dict and a torch.distributed.checkpoint
+"""from-reference on real PyTorch saves (docs/checkpoints.md §1): a `.pt` state dict and a torch.distributed.checkpoint
 directory holding {"model", "optim"} with per-parameter `param_ema`, as the reference's FSDP2 save. Skipped
 when torch is not installed (CI installs it, see .ci/run)."""
 
@@ -31,7 +31,7 @@ def _logits(out_dir, z):
 
 
 def _write_run_config(ckpt_dir, z):
-    """The reference writes all_config.yaml next to its checkpoints (SPEC §10.1)."""
+    """The reference writes all_config.yaml next to its checkpoints (docs/checkpoints.md §1)."""
     meta = json.loads(str(z["meta_json"]))
     arch = dict(meta["config"])
     (ckpt_dir.parent / "all_config.yaml").write_text(json.dumps({"arch": arch}))

@@ -1,5 +1,5 @@
 """Packed-row layout vs the reference golden batch, the PrefixLM mask rule and overlong policies
-(SPEC §4.2–4.4, §6.5)."""
+(docs/prefixlm_packing.md §2–4, docs/data_format.md §5)."""
 
 import json
 
@@ -70,7 +70,8 @@ def test_golden_through_records(golden_dir):
 
 
 def _reference_mask(cu, prefix_lens, n_ex, T):
-    """SPEC §4.4 two-pass description: prefix block bidirectional; response query r sees keys 0..Li+r."""
+    """docs/prefixlm_packing.md §4 two-pass description: prefix block bidirectional; response query r sees keys
+    0..Li+r."""
     m = np.zeros((T, T), bool)
     for s in range(n_ex):
         a, e, p = cu[s], cu[s + 1], prefix_lens[s]
@@ -125,7 +126,7 @@ def test_overlong_policies():
     assert keep.tolist() == [True, True, False, True]
     assert li.tolist()[:2] == [4, 6] and li[3] == 10 and (lo == L[:, 1]).all()
     assert c == {"overlong": 3, "overlong_truncated": 2, "overlong_dropped": 1}
-    li, lo, keep, c = packing.apply_overlong(L, T, "reference")  # SPEC §6.5: cap response at T+1-Li
+    li, lo, keep, c = packing.apply_overlong(L, T, "reference")  # docs/data_format.md §5: cap response at T+1-Li
     assert keep.tolist() == [True, True, True, False]
     assert lo.tolist()[:3] == [3, 3, 8] and (li == L[:, 0]).all()
     with pytest.raises(ValueError, match="overlong policy"):

@@ -1,4 +1,4 @@
-"""Per-epoch stratified sampling: mixture file, realised epochs, inspector, bad input (SPEC §6.2, §6.5)."""
+"""Per-epoch stratified sampling: mixture file, realised epochs, inspector, bad input (docs/data_format.md §2, §5)."""
 
 import json
 import logging

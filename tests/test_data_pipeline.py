@@ -1,4 +1,5 @@
-"""Grain training pipeline: contract fields, determinism, resume, host sharding, workers, to_global (SPEC §4.3)."""
+"""Grain training pipeline: contract fields, determinism, resume, host sharding, workers, to_global
+(docs/prefixlm_packing.md §3)."""
 
 import json
 

@@ -1,5 +1,5 @@
 """Offline preparation: formats, aliases, bad records, resume, workers, TFDS and reference-format import
-(SPEC §6.6–6.7)."""
+(docs/data_format.md §6–7)."""
 
 import gzip
 import json
@@ -130,7 +130,7 @@ def test_workers_and_train_tokenizer(tmp_path):
 
 
 def _make_reference_dir(d, tok):
-    """A SPEC §6.6 directory: flat tokens + one epoch of (start, len) index arrays + tokenizer_info."""
+    """A docs/data_format.md §6 directory: flat tokens + one epoch of (start, len) index arrays + tokenizer_info."""
     s = tok.special
     exs = [(tok.encode_instruction(f"q{i}", "cot" if i % 2 else "direct"), tok.encode_response(f"a{i}"))
            for i in range(7)]
@@ -187,7 +187,7 @@ def test_reference_format_import(tmp_path, tok_path):
 
 
 class _FakeTfdsSource:
-    """What tfds.data_source returns: random access, Text features as bytes (STYLE §13 pitfall 8)."""
+    """What tfds.data_source returns: random access, Text features as bytes (docs/conventions.md §13 pitfall 8)."""
 
     def __init__(self, n):
         self.rows = [{"q": f"question {i}".encode(), "a": f"answer {i}".encode()} for i in range(n)]

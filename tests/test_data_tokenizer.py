@@ -1,4 +1,5 @@
-"""Tokenizer backends: structural ids, literal special strings in text, instruction/response wrapping (SPEC §4.1)."""
+"""Tokenizer backends: structural ids, literal special strings in text, instruction/response wrapping
+(docs/prefixlm_packing.md §1)."""
 
 import json
 
@@ -19,7 +20,8 @@ def sp_tok(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf_tok(tmp_path_factory):
-    """A tiny byte-level BPE tokenizer.json with the reference's special-token order (SPEC §4.1 table)."""
+    """A tiny byte-level BPE tokenizer.json with the reference's special-token order (docs/prefixlm_packing.md §1
+    table)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -46,7 +48,7 @@ def test_backend_selection(sp_tok, hf_tok):
 
 def test_hf_special_ids_come_from_file(hf_tok):
     s = hf_tok.special
-    assert (s.pad, s.boq, s.eoq, s.eoa) == (0, 6, 7, 11)  # the SPEC §4.1 table, looked up by string
+    assert (s.pad, s.boq, s.eoq, s.eoa) == (0, 6, 7, 11)  # the docs/prefixlm_packing.md §1 table, looked up by string
     assert s.conditions == {"direct": 8, "cot": 9, "noisy": 12, "synth": 13}
 
 

@@ -1,7 +1,6 @@
-"""`eval.py` no-model modes via subprocess: --dump_prompts, --rescore, --dry_run (SPEC §7)."""
+"""`eval.py` no-model modes via subprocess: --dump_prompts, --rescore, --dry_run (docs/eval_protocol.md)."""
 
 import json
-from pathlib import Path
 import subprocess
 import sys
 
@@ -96,7 +95,6 @@ def test_rescore_needs_data_dir_for_ids(repo_root, tmp_path):
 
 def test_rescore_runner_output(repo_root, tmp_path):
     """The predictions JSONL the runner writes is valid --rescore input (no data_dir needed)."""
-    sys.path.insert(0, str(repo_root / "tests"))
     from test_eval_runner import CharTokenizer, FakeGenerator, _items, _respond
 
     from hrm.eval.runner import run_tasks
@@ -138,7 +136,6 @@ def test_model_path_with_fake_loader(repo_root, benchdata_dir, tmp_path, monkeyp
     """--checkpoint calls hrm.eval.model_loading.load_generator(checkpoint, args) and writes the results."""
     import types
 
-    sys.path.insert(0, str(repo_root / "tests"))
     from test_eval_runner import CharTokenizer, FakeGenerator
 
     seen = {}
@@ -169,7 +166,8 @@ def test_model_path_with_fake_loader(repo_root, benchdata_dir, tmp_path, monkeyp
 
 def test_items_longer_than_the_model_context_are_capped(repo_root, benchdata_dir, monkeypatch, capsys):
     """A model whose max_seq_len is below a task's max_context: items are capped (prompts at or over the cap
-    are then skipped and scored invalid by the runner, SPEC §7.1) and the tasks are named in a warning."""
+    are then skipped and scored invalid by the runner, docs/eval_protocol.md §1) and the tasks are named in a
+    warning."""
     monkeypatch.syspath_prepend(str(repo_root))
     import eval as eval_cli
     from hrm.eval.tasks import load_tasks
@@ -193,7 +191,6 @@ def _fake_model(monkeypatch, respond, data_path=""):
     """Replace the JAX model path with a fake generator (character tokenizer) and a fake checkpoint at step 7."""
     import types
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from test_eval_runner import CharTokenizer, FakeGenerator
 
     def load_generator(checkpoint, args):

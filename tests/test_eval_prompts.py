@@ -1,4 +1,5 @@
-"""Prompt construction and wrapping (SPEC §4.1, §7.1-§7.9): full prompts pinned byte for byte on the real files.
+"""Prompt construction and wrapping (docs/prefixlm_packing.md §1, docs/eval_protocol.md §1–9): full prompts pinned byte
+for byte on the real files.
 
 HellaSwag, DROP and BoolQ (whose release files are partly missing) are pinned in test_eval_tasks.py on generated
 files in the release formats.
@@ -44,7 +45,8 @@ def test_prompt_ids_insert_structural_ids():
 
 
 def test_text_transforms():
-    assert capitalize("tHE MAN then") == "The man then"          # Python str.capitalize (SPEC §7.12 item 7)
+    # Python str.capitalize (docs/eval_protocol.md §12 item 7)
+    assert capitalize("tHE MAN then") == "The man then"
     assert hellaswag_query("ctx a.", "then HE") == "ctx a. Then he\nQuestion: Which is the most logical continuation?"
     assert mcq_block(" Q? ", [" x ", "y"]) == "Q?\nA. x\nB. y\nAnswer:"
     assert mcq_block("Q?", ["x", "y"], "B") == "Q?\nA. x\nB. y\nAnswer: B"

@@ -1,5 +1,5 @@
 """Every benchmark reader and prompt builder on small files in the original release formats, written here
-(SPEC §7.2-§7.9), so they run in a fresh clone without ../shared. Prompts are pinned byte for byte against
+(docs/eval_protocol.md §2–9), so they run in a fresh clone without ../shared. Prompts are pinned byte for byte against
 strings spelled out independently of the code. (The real release files are covered in test_eval_tasks.py and
 test_eval_prompts.py, which skip without ../shared/benchdata.)"""
 

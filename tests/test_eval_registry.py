@@ -1,5 +1,5 @@
 """Task specs and their registry (one module per benchmark, discovered), and the results tables built from the
-specs: published numbers, column order, a new benchmark added as one file (SPEC §7, §8)."""
+specs: published numbers, column order, a new benchmark added as one file (docs/eval_protocol.md, §13)."""
 
 import json
 import sys
@@ -33,19 +33,20 @@ def test_registry_discovers_every_task_module():
 
 
 def test_published_numbers_in_the_tables():
-    """The numbers moved into the task specs print exactly as the paper/README tables (SPEC §8.1, §8.4, §8.5)."""
+    """The numbers moved into the task specs print exactly as the paper/README tables (docs/eval_protocol.md §13.1,
+    §13.3, §13.4)."""
     metrics = {"gsm8k": {v: {"acc": 0.5, "invalid": 0.0, "n": 2} for v in VARIANTS}}
     xl = render_markdown(metrics, size_label="1B", info={"code_version": "x"})
     assert "| model | MMLU | ARC-C | Hella | Wino | BoolQ | DROP | GSM8K | MATH |" in xl
-    assert "| paper Tab. 1/4 HRM 1B (SPEC §8.4) | 60.73 | 81.91 | 63.42 | 72.38 | 86.18 | 82.21 | 84.53 | 56.16 |" \
-        in xl
-    assert "| ref README XL (SPEC §8.1) | 60.7 | 81.9 | 63.4 | 72.4 | 86.2 | 82.3 | 84.7 | 56.5 |" in xl
+    assert ("| paper Tab. 1/4 HRM 1B (eval_protocol §13.3) | 60.73 | 81.91 | 63.42 | 72.38 | 86.18 | 82.21 | 84.53 "
+            "| 56.16 |") in xl
+    assert "| ref README XL (eval_protocol §13.1) | 60.7 | 81.9 | 63.4 | 72.4 | 86.2 | 82.3 | 84.7 | 56.5 |" in xl
     assert "| ours (faithful prompts) | — | — | — | — | — | — | 50.00 | — |" in xl
     assert "| model | MMLU (micro) | ARC-C (label-idx) | Hella | Wino | BoolQ | DROP | GSM8K | MATH (boxed) |" in xl
     large = render_markdown(metrics, size_label="L", info={"code_version": "x"})
-    assert "| paper Tab. 2 HRM 0.6B (SPEC §8.5) | 56.87 | 74.32 | 50.48 | 66.38 | 84.86 | 78.07 | 78.39 | 50.28 |" \
-        in large
-    assert "| ref README L (SPEC §8.1) | 56.6 | 75.9 | 52.7 | 67.6 | 85.0 | 78.6 | 77.6 | 51.2 |" in large
+    assert ("| paper Tab. 2 HRM 0.6B (eval_protocol §13.4) | 56.87 | 74.32 | 50.48 | 66.38 | 84.86 | 78.07 | 78.39 "
+            "| 50.28 |") in large
+    assert "| ref README L (eval_protocol §13.1) | 56.6 | 75.9 | 52.7 | 67.6 | 85.0 | 78.6 | 77.6 | 51.2 |" in large
     assert "paper Tab" not in render_markdown(metrics, size_label=None, info={"code_version": "x"})
 
 

@@ -1,4 +1,5 @@
-"""Runner tests with a fake character tokenizer and a fake generator (SPEC §7.1 batching, context, EOA)."""
+"""Runner tests with a fake character tokenizer and a fake generator (docs/eval_protocol.md §1 batching, context,
+EOA)."""
 
 import json
 
@@ -149,8 +150,8 @@ def test_default_tasks_end_to_end(tmp_path):
 
 def _protocol_items(variant):
     """The same four questions built for `variant`: an ARC-like item whose shots differ between variants
-    (SPEC §7.3), an MCQ prompt of 3,500+ tokens (inside the faithful 4096 context, over the corrected 3072),
-    and two items whose plans are equal under both variants."""
+    (docs/eval_protocol.md §3), an MCQ prompt of 3,500+ tokens (inside the faithful 4096 context, over the corrected
+    3072), and two items whose plans are equal under both variants."""
     shot_answer = {"faithful": "1", "corrected": "A"}[variant]
     return [
         mcq_item("boolq", "same", "Is it?\nA. Yes\nB. No\nAnswer:", "A", 2, variant),

@@ -1,4 +1,4 @@
-"""Hand-made scorer cases (SPEC §7.1 MCQ, §7.7 DROP, §7.8 GSM8K, §7.9 MATH incl. the quirk table, §7.11)."""
+"""Hand-made scorer cases (docs/eval_protocol.md §1 MCQ, §7 DROP, §8 GSM8K, §9 MATH incl. the quirk table, §11)."""
 
 import pytest
 
@@ -33,7 +33,7 @@ def test_mcq(pred, gold, n, correct, invalid, faithful, strict):
 
 
 def test_arc_faithful_digit_gold_never_matches():
-    """SPEC §7.3: ord(answerKey)-65 turns label "1" into gold "1", which is not a valid letter."""
+    """docs/eval_protocol.md §3: ord(answerKey)-65 turns label "1" into gold "1", which is not a valid letter."""
     item = EvalItem("arc_challenge", "x", "direct", "q", "1", 4096, 1, num_choices=4,
                     meta={"gold_faithful": "1", "gold_corrected": "A"})
     r = score_item(item, "A", "faithful")
@@ -63,7 +63,7 @@ def test_last_boxed(text, expected):
     ("\\boxed{-5}", -5),                        # negatives
     ("\\boxed{17.5}", 17),                      # decimals truncated by int(float())
     ("\\boxed{-0.5}", 0),
-    ("\\boxed{\\$18}", None),                   # becomes "\18" and fails (SPEC §7.8 quirk)
+    ("\\boxed{\\$18}", None),                   # becomes "\18" and fails (docs/eval_protocol.md §8 quirk)
     ("\\boxed{18 dollars}", None),              # unit text fails
     ("\\boxed{$1,000}", 1000),
     ("42", 42),                                 # whole text when unboxed
@@ -88,7 +88,7 @@ def test_gsm8k_gold_and_score():
 
 
 # ---------------------------------------------------------------- MATH
-QUIRKS = [  # SPEC §7.9 table: (gold, prediction, faithful verify, corrected verify)
+QUIRKS = [  # docs/eval_protocol.md §9 table: (gold, prediction, faithful verify, corrected verify)
     ("\\dfrac{3}{4}", "\\frac{3}{4}", False, True),
     ("\\frac{\\sqrt{3}}{2}", "\\frac{\\sqrt{3}}{2}", False, True),
     ("(3,-1)", "(3,-1)", False, True),

@@ -1,5 +1,6 @@
 """Reader tests: real release files (counts, ids, checksums) and small generated files for the missing
-releases (HellaSwag, DROP, BoolQ train), with byte-for-byte prompt pins for the generated ones (SPEC §7.2-§7.9)."""
+releases (HellaSwag, DROP, BoolQ train), with byte-for-byte prompt pins for the generated ones (docs/eval_protocol.md
+§2–9)."""
 
 import hashlib
 import json
@@ -49,19 +50,19 @@ def test_real_item_fields(benchdata_dir):
     assert len({it.subject for it in mm}) == 57 and mm[0].num_choices == 4
     assert (mm[0].condition, mm[0].max_context, mm[0].max_tokens) == ("direct", 4096, 1)
     euro = [it for it in mm if it.subject == "high_school_european_history"]
-    assert euro[0].prompt.count("Answer:") == 4                   # 3 shots + target (SPEC §7.2)
+    assert euro[0].prompt.count("Answer:") == 4                   # 3 shots + target (docs/eval_protocol.md §2)
     assert mm[0].prompt.count("Answer:") == 6                     # 5 shots + target
     w = load_task("winogrande", benchdata_dir, limit=1)[0]
     assert w.gold == "B" and w.num_choices == 2 and "_" in w.prompt
     corrected = load_task("mmlu", benchdata_dir, "corrected", limit=1)[0]
-    assert corrected.max_context == 3072                          # SPEC §7.11 MCQ context
+    assert corrected.max_context == 3072                          # docs/eval_protocol.md §11 MCQ context
 
 
 def test_real_arc_golds(benchdata_dir):
     f = load_task("arc_challenge", benchdata_dir, "faithful")
     c = load_task("arc_challenge", benchdata_dir, "corrected")
     numeric = [(a, b) for a, b in zip(f, c) if a.gold != b.gold]
-    assert len(numeric) == 22                                     # SPEC §7.3
+    assert len(numeric) == 22                                     # docs/eval_protocol.md §3
     assert all(a.gold in "1234" and b.gold in "ABCD" for a, b in numeric)
     assert f[0].prompt.count("Answer:") == 26                     # 25 Dev shots + target
     assert {it.num_choices for it in f} == {3, 4, 5}

@@ -1,4 +1,4 @@
-"""`accuracy` and `exact_accuracy` (SPEC §1.9) on hand-built packed rows with partially correct examples:
+"""`accuracy` and `exact_accuracy` (docs/model.md §9) on hand-built packed rows with partially correct examples:
 token accuracy over labelled tokens only; exact accuracy = examples with >= 1 labelled token whose labelled
 tokens are all right, counted per (row, segment)."""
 

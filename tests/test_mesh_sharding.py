@@ -1,4 +1,4 @@
-"""Mesh construction and logical→physical sharding (STYLE §6, §12 "sharding golden specs")."""
+"""Mesh construction and logical→physical sharding (docs/conventions.md §6, §12 "sharding golden specs")."""
 
 import jax
 import jax.numpy as jnp
@@ -100,7 +100,7 @@ def test_state_shardings_golden():
     # the sharding tree plugs straight into ShapeDtypeStructs and jit out_shardings
     abstract = with_shardings(state, sh)
     assert nnx.to_flat_state(abstract)[1][1].get_value().sharding.spec == P("tensor", "fsdp")
-    # >= 98% of parameter bytes sharded (STYLE §6)
+    # >= 98% of parameter bytes sharded (docs/conventions.md §6)
     frac = sharded_fraction(state, sh)
     assert frac > 0.98
     assert 0 < sharded_fraction(state, state_shardings(state, make_mesh(MeshConfig(1, 1, 8)), RULES)) < frac

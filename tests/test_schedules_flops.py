@@ -1,4 +1,4 @@
-"""LR / bp schedules (SPEC §3.1, §5.3) and analytic FLOPs (SPEC §9)."""
+"""LR / bp schedules (docs/recurrence.md §2.1, docs/optimizer.md §3) and analytic FLOPs (docs/optimizer.md §5)."""
 
 import math
 
@@ -13,7 +13,7 @@ XL = ModelConfig(vocab_size=65536, hidden_size=1536, num_heads=12, n_layers=32)
 L = ModelConfig(vocab_size=65536, hidden_size=1280, num_heads=10, n_layers=24)
 
 
-# ----------------------------------------------------------------------------- LR (SPEC §5.3)
+# ----------------------------------------------------------------------------- LR (docs/optimizer.md §3)
 
 
 def test_lr_pretrain_warmup_then_constant():
@@ -42,7 +42,7 @@ def test_lr_traced_matches_python():
         assert float(f(jnp.int32(s))) == pytest.approx(schedules.lr_at(s, opt, 100), rel=1e-6)
 
 
-# ----------------------------------------------------------------------------- bp (SPEC §3.1)
+# ----------------------------------------------------------------------------- bp (docs/recurrence.md §2.1)
 
 
 def test_bp_boundaries_small():
@@ -75,7 +75,7 @@ def test_total_steps_from():
         schedules.total_steps_from(1, 1000, 0)
 
 
-# ----------------------------------------------------------------------------- FLOPs (SPEC §9)
+# ----------------------------------------------------------------------------- FLOPs (docs/optimizer.md §5)
 
 
 def test_param_counts_match_spec():

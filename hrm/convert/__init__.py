@@ -1,1 +1,1 @@
-"""Checkpoint interop: reference native and transformers layouts <-> our parameters (SPEC §10)."""
+"""Checkpoint interop: reference native and transformers layouts <-> our parameters (docs/checkpoints.md)."""

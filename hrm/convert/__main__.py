@@ -1,4 +1,4 @@
-"""Checkpoint conversion CLI (SPEC §10).
+"""Checkpoint conversion CLI (docs/checkpoints.md).
 
     python -m hrm.convert from-hf <hf folder> <out dir>                 # transformers hrm_text -> ours
     python -m hrm.convert to-hf <checkpoint> <out dir> [--no-ema] [--dtype bfloat16]

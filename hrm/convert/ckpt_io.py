@@ -1,11 +1,11 @@
 """Our Orbax checkpoint as seen by converters and evaluation: write a converted model, read weights back.
 
 Layout written by the converters (what `train.py` `train.init_from` and `eval.py` read), one step
-directory `<out>/checkpoints/0/` managed by `hrm.train.checkpoint.Checkpointer` (STYLE §11):
+directory `<out>/checkpoints/0/` managed by `hrm.train.checkpoint.Checkpointer` (docs/conventions.md §11):
 
     state/ = {"params":    pure dict of every nnx.Param, float32 (e.g. {"H": {"gqkv": ...}, "embed": ...})
               "buffers":   {"zL_init": [d]} in the source dtype (bf16 from the reference, fp32 possible
-                           from transformers; SPEC §1.2: import the stored value, never redraw it)
+                           from transformers; docs/model.md §2: import the stored value, never redraw it)
               "opt_state": {"ema": copy of "params"}   (converted weights are already the EMA/release ones)
               "step":      int32 0}
     meta/  = {"config": dataclasses.asdict(Config), "source": {...provenance...}}

@@ -1,4 +1,4 @@
-"""transformers-format HRM-Text (`model_type: hrm_text`) import and export (SPEC §10.2, §10.3, §10.7).
+"""transformers-format HRM-Text (`model_type: hrm_text`) import and export (docs/checkpoints.md §2, §3, §7).
 
 Import (`from-hf`): config.json -> ModelConfig (every value read from the file, never derived:
 `num_layers_per_stack`, `head_dim` default 128, `intermediate_size`, `embedding_scale`,
@@ -10,7 +10,8 @@ files copied. `load_hf_dir` is the one code path shared with `hrm.tools.parity_h
 Export (`to-hf`): our checkpoint (EMA by default) -> `model.safetensors` in the hub's fused layout +
 `config.json` in the transformers 5.9+ schema (num_hidden_layers = KV slots, L_bp_cycles,
 rope_parameters) + tokenizer files. Token ids come from the tokenizer when present, else from the
-imported config (kept as `hf_config.json`), else the released model's 5/6/11 (SPEC §4.1, §10.3).
+imported config (kept as `hf_config.json`), else the released model's 5/6/11 (docs/prefixlm_packing.md §1,
+docs/checkpoints.md §3).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ HF_ARCH = "hrm"  # the only architecture with a transformers (`hrm_text`) format
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "generation_config.json", "chat_template.jinja")
 SAVED_HF_CONFIG = "hf_config.json"  # the imported config.json, kept for provenance and token ids
-DEFAULT_TOKEN_IDS = {"pad_token_id": 5, "bos_token_id": 6, "eos_token_id": 11}  # hub config (SPEC §10.3)
+DEFAULT_TOKEN_IDS = {"pad_token_id": 5, "bos_token_id": 6, "eos_token_id": 11}  # hub config (docs/checkpoints.md §3)
 
 
 def _need(hf: dict, key: str) -> Any:
@@ -57,7 +58,7 @@ def _require(hf: dict, key: str, ok, expected: str) -> None:
 
 
 def model_config_from_hf(hf: dict, compute_dtype: str = "bfloat16") -> ModelConfig:
-    """ModelConfig from an hrm_text config.json (hub schema or the reference exporter's, SPEC §10.3)."""
+    """ModelConfig from an hrm_text config.json (hub schema or the reference exporter's, docs/checkpoints.md §3)."""
     _require(hf, "model_type", lambda v: v == "hrm_text", "'hrm_text'")
     nh = int(_need(hf, "num_attention_heads"))
     _require(hf, "num_key_value_heads", lambda v: int(v) == nh, f"== num_attention_heads ({nh}); plain MHA")
@@ -74,7 +75,7 @@ def model_config_from_hf(hf: dict, compute_dtype: str = "bfloat16") -> ModelConf
     H, L = int(hf.get("H_cycles", 2)), int(hf.get("L_cycles", 3))
     if "num_layers_per_stack" in hf:
         per_stack = int(hf["num_layers_per_stack"])
-    else:  # the reference exporter writes the total n_layers (SPEC §10.2)
+    else:  # the reference exporter writes the total n_layers (docs/checkpoints.md §2)
         total = int(_need(hf, "num_hidden_layers"))
         if total % 2:
             raise ConversionError(f"config.json: 'num_hidden_layers' = {total} (total layers) is odd")
@@ -99,7 +100,7 @@ def _L_bp_cycles(H: int, L: int, bp_steps: int) -> list[int]:
 
 
 def _bp_max_from_hf(hf: dict, H: int, L: int) -> int:
-    """bp_max_steps = H_cycles + sum(L_bp_cycles) when the pattern is the reference's (SPEC §3.2)."""
+    """bp_max_steps = H_cycles + sum(L_bp_cycles) when the pattern is the reference's (docs/recurrence.md §2.2)."""
     default = ModelConfig().bp_max_steps
     cyc = hf.get("L_bp_cycles")
     if not cyc:
@@ -113,7 +114,7 @@ def _bp_max_from_hf(hf: dict, H: int, L: int) -> int:
 
 
 def hf_config_from_model(cfg: ModelConfig, token_ids: dict, dtype: str) -> dict:
-    """config.json in the transformers 5.9+ hrm_text schema (keys as in golden/hf_tiny, SPEC §10.3, §10.7)."""
+    """config.json in the transformers 5.9+ hrm_text schema (keys as in golden/hf_tiny, docs/checkpoints.md §3, §7)."""
     _check_exportable(cfg)
     per, d = cfg.layers_per_stack, cfg.hidden_size
     return {
@@ -168,7 +169,7 @@ def load_hf_dir(path: str | Path, compute_dtype: str = "bfloat16") -> tuple[Mode
                               f"{cfg.vocab_size}")
     ours = canonical_to_ours(canon, cfg.hidden_size, cfg.num_heads, cfg.resolved_head_dim,
                              cfg.resolved_intermediate_size)
-    ours[("zL_init",)] = np.asarray(canon["zL_init"])  # source dtype kept (bf16 or fp32), SPEC §1.2
+    ours[("zL_init",)] = np.asarray(canon["zL_init"])  # source dtype kept (bf16 or fp32), docs/model.md §2
     return cfg, ours
 
 
@@ -196,7 +197,7 @@ def import_hf(src: str | Path, out: str | Path) -> Path:
 
 
 def token_ids_for_export(ckpt: Path, tokenizer_dir: Optional[Path]) -> dict:
-    """pad/bos/eos ids: tokenizer (bos = BOQ, eos = EOA, SPEC §10.2) > imported config > defaults."""
+    """pad/bos/eos ids: tokenizer (bos = BOQ, eos = EOA, docs/checkpoints.md §2) > imported config > defaults."""
     ids = dict(DEFAULT_TOKEN_IDS)
     for d in (ckpt, *ckpt.parents[:3]):
         if (d / SAVED_HF_CONFIG).is_file():
@@ -243,7 +244,7 @@ def _check_exportable(cfg: ModelConfig) -> None:
 
 
 def export_hf(ckpt: str | Path, out: str | Path, use_ema: bool = True, dtype: Optional[str] = None) -> Path:
-    """`to-hf`: our checkpoint -> transformers folder (fused hub layout, SPEC §10.7).
+    """`to-hf`: our checkpoint -> transformers folder (fused hub layout, docs/checkpoints.md §7).
 
     Tensors keep the checkpoint's parameter dtype (`model.param_dtype`, float32 for our training runs)
     unless `dtype` ('bfloat16' | 'float32') says otherwise (the reference exporter always casts to bf16)."""

@@ -1,6 +1,6 @@
 """Name and layout mapping between PyTorch checkpoints (reference native / transformers) and our params.
 
-SPEC §10 gives the names; §10.6 the layout rules. PyTorch linear weights are [out, in]; ours are
+docs/checkpoints.md gives the names and the layout rules (§6). PyTorch linear weights are [out, in]; ours are
 [in, out] with the fused projections kept as named axes:
 
     gqkv_proj [4*nh*hd, d] rows gate|q|k|v head-major  <->  gqkv    [d, 4, nh, hd]
@@ -24,11 +24,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-# Names shared by every architecture (SPEC §10.1, §10.2). Stack prefixes come from the architecture's
+# Names shared by every architecture (docs/checkpoints.md §1, §2). Stack prefixes come from the architecture's
 # registry entry (`ArchSpec.reference_stacks`, `ArchSpec.hf_stacks`).
 NATIVE_EMBED, NATIVE_HEAD, NATIVE_ZL = "embed_tokens.embedding_weight", "lm_head.weight", "model.zL_init"
 HF_EMBED, HF_HEAD, HF_ZL = "model.embed_tokens.weight", "lm_head.weight", "model.z_L_init"
-# Reference tensors that carry no model weight: rotary tables (if saved) and the legacy zH buffer (SPEC §10.2).
+# Reference tensors that carry no model weight: rotary tables (if saved) and the legacy zH buffer (docs/checkpoints.md
+# §2).
 NATIVE_IGNORED = re.compile(r"(^|\.)(rotary_emb|rotary)\.|^model\.zH_init$|\.inv_freq$|\.(cos|sin)_cached$")
 FUSED_SUFFIX = {"gqkv": "attn.gqkv_proj.weight", "o": "attn.o_proj.weight",
                 "gate_up": "mlp.gate_up_proj.weight", "down": "mlp.down_proj.weight"}
@@ -111,7 +112,7 @@ def canonical_to_native(canon: dict, arch: Any) -> dict[str, np.ndarray]:
 
 
 def canonical_to_hf(canon: dict, hf_stacks: Mapping[str, str]) -> dict[str, np.ndarray]:
-    """Canonical -> transformers hub fused layout (what `save_pretrained` writes, SPEC §10.7)."""
+    """Canonical -> transformers hub fused layout (what `save_pretrained` writes, docs/checkpoints.md §7)."""
     out = {HF_EMBED: canon["embed"], HF_HEAD: canon["head"], HF_ZL: canon["zL_init"]}
     for s, layers in canon["stacks"].items():
         for i, lw in enumerate(layers):

@@ -1,4 +1,4 @@
-"""Import the reference implementation's checkpoints (SPEC §10.1) into our checkpoint layout.
+"""Import the reference implementation's checkpoints (docs/checkpoints.md §1) into our checkpoint layout.
 
 Accepted inputs:
 - a torch.distributed.checkpoint (FSDP2) directory `fsdp2_epoch_{e}/` holding {"model": state dict,
@@ -8,8 +8,8 @@ Accepted inputs:
 - an `.npz` of native names, plain or under `param/` (the golden files' layout), with optional
   EMA weights under `ema/` (no torch needed).
 
-Names map through `canonical_from_native` (SPEC §10.1, §10.6). EMA weights (`param_ema`, the
-weights the reference evaluates and releases, SPEC §5.2) are imported when present; otherwise the
+Names map through `canonical_from_native` (docs/checkpoints.md §1, §6). EMA weights (`param_ema`, the
+weights the reference evaluates and releases, docs/optimizer.md §2) are imported when present; otherwise the
 raw parameters are written as both params and EMA. The architecture comes from, in order: an
 explicit `--config` YAML, the reference run's `all_config.yaml` + `train_metadata.yaml` found next
 to (or above) the checkpoint (its `name` picks the architecture), the npz's `meta_json`, or tensor
@@ -170,7 +170,7 @@ def import_reference(src: str | Path, out: str | Path, config: Optional[str] = N
                      use_ema: bool = True) -> Path:
     """`from-reference`: write our checkpoint for a reference checkpoint; returns the step directory.
 
-    The written params are the EMA weights when present and `use_ema` (SPEC §5.2), else the raw ones.
+    The written params are the EMA weights when present and `use_ema` (docs/optimizer.md §2), else the raw ones.
     """
     src = Path(src)
     tensors, ema, hint = load_reference_tensors(src)

@@ -3,7 +3,7 @@
 Which reference keys exist and what they mean per architecture lives in the registry entries
 (`ArchSpec.reference_keys`, `reference_defaults`, `reference_module`); this module applies them,
 checks the keys that have one representable value (pre-norm, RoPE, no H override) and recognises the
-architecture of a reference config or checkpoint (SPEC §1.1, §8.3, §10.1).
+architecture of a reference config or checkpoint (docs/model.md §1, docs/recurrence.md §3, docs/checkpoints.md §1).
 """
 
 from __future__ import annotations

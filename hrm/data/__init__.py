@@ -1,4 +1,5 @@
-"""Data: tokenizers, offline preparation into ArrayRecord shards, and the Grain packing pipeline (SPEC §4, §6).
+"""Data: tokenizers, offline preparation into ArrayRecord shards, and the Grain packing pipeline
+(docs/prefixlm_packing.md, docs/data_format.md).
 
 Public entry points:
   load_tokenizer(path)                      -> Tokenizer (SentencePiece .model or HF tokenizer.json)

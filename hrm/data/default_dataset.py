@@ -1,6 +1,6 @@
 """Built-in default dataset: procedurally generated multi-step tasks a ~1M-parameter HRM can learn on CPU.
 
-Tasks (conditions `direct` = answer only, `cot` = worked steps then "Answer: …", SPEC §6.3 tag semantics):
+Tasks (conditions `direct` = answer only, `cot` = worked steps then "Answer: …", docs/data_format.md §3 tag semantics):
 multi-digit addition, sorting short digit lists, counting a letter, small arithmetic expressions with precedence, and
 parity of a bit string. Everything is deterministic from `seed`. `ensure_default_dataset(root)` writes
 `raw/train.jsonl`, `heldout.jsonl` (lines {"task","id","instruction","response","condition"}, disjoint from train),

@@ -1,4 +1,4 @@
-"""Inspect the epochs training will consume: which source rows, in which order (SPEC §6.5).
+"""Inspect the epochs training will consume: which source rows, in which order (docs/data_format.md §5).
 
     python -m hrm.data.epochs DIR --epoch K          # one line per example in epoch order: <file>\t<0-based line>
     python -m hrm.data.epochs DIR --summary          # per epoch and file: count, tokens, cumulative unique coverage

@@ -1,4 +1,4 @@
-"""Per-epoch stratified sampling of the training mixture (SPEC §6.2, §6.5), deterministic from a seed.
+"""Per-epoch stratified sampling of the training mixture (docs/data_format.md §2, §5), deterministic from a seed.
 
 A mixture file is YAML:
 

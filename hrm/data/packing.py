@@ -1,10 +1,11 @@
-"""Overlong policies, the packing plan and vectorised PrefixLM row construction (SPEC §4.2–4.3, §6.5).
+"""Overlong policies, the packing plan and vectorised PrefixLM row construction (docs/prefixlm_packing.md §2–3,
+docs/data_format.md §5).
 
 The plan is computed from example *lengths only*, identically on every host: the epoch's examples (in the order
 the pipeline gives: a prepared epoch, or a (seed, epoch) shuffle of the pool) are packed into rows of `seq_len`
 slots, and consecutive groups of `rows` rows form the global batches; host p later reads only rows
 [p·rows/P, (p+1)·rows/P) of each batch. So batch k is a pure function of (seed, k, data) and does not depend on the
-number of hosts (SPEC §4.3 port note: examples never split, positions restart per example).
+number of hosts (docs/prefixlm_packing.md §3 port note: examples never split, positions restart per example).
 
 Packer (`pack_rows`): the epoch is cut into equal chunks of at least `CHUNK` consecutive examples and at least
 `MIN_CHUNK_ROWS` rows' worth of slots (`chunk_size`; short examples get longer chunks); within a chunk, best-fit over
@@ -13,8 +14,9 @@ row is closed and a new one opened). All chunks advance in lockstep, one example
 [chunks, open_rows] state, so planning is O(examples) time and memory with ~15 vectorised ops per step: 10M
 examples of realistic length plan in a few seconds on one core (bench/packing_plan.py) at ≈ 99% slot use. Rows keep
 chunk order (then opening order), so an example moves at most one chunk (≈ 800 rows at 4096 slots and realistic
-lengths) from its place in the epoch order; the ≤ `open_rows` rows still open at a chunk's end close part-full. The incomplete last batch is dropped (the reference drops the last batch, SPEC §4.3); its examples
-are reported as `dropped_tail` and listed in `EpochPlan.dropped`.
+lengths) from its place in the epoch order; the ≤ `open_rows` rows still open at a chunk's end close part-full. The
+incomplete last batch is dropped (the reference drops the last batch, docs/prefixlm_packing.md §3); its examples are
+reported as `dropped_tail` and listed in `EpochPlan.dropped`.
 """
 
 from __future__ import annotations
@@ -34,12 +36,12 @@ FIELDS = ("inputs", "targets", "loss_mask", "segment_ids", "positions", "prefix_
 def apply_overlong(lengths: np.ndarray, seq_len: int, policy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Effective (Li, Lo) per example and a keep mask under an overlong policy.
 
-    An example occupies Li + Lo − 1 slots (SPEC §4.2); it is overlong if that exceeds `seq_len`.
+    An example occupies Li + Lo − 1 slots (docs/prefixlm_packing.md §2); it is overlong if that exceeds `seq_len`.
     * "drop": overlong examples are dropped.
     * "truncate": the instruction is cut from the LEFT, keeping BOQ + condition tokens and EOQ, so the whole response
       is kept; dropped if even an instruction of just head + EOQ leaves no room.
-    * "reference": data_io's rule (SPEC §6.5): resp_len capped at seq_len + 1 − inst_len, dropped if that is < 1;
-      instructions are never cut and a capped response loses its EOA.
+    * "reference": data_io's rule (docs/data_format.md §5): resp_len capped at seq_len + 1 − inst_len, dropped if that
+      is < 1; instructions are never cut and a capped response loses its EOA.
     """
     if policy not in OVERLONG_POLICIES:
         raise ValueError(f"overlong policy {policy!r}; choose one of {OVERLONG_POLICIES}")
@@ -229,7 +231,7 @@ def gather_examples(flat: np.ndarray, li: np.ndarray, lo: np.ndarray, eff_li: np
 
     Each example is taken as two pieces of its record: piece 1 = the head (BOQ + conditions) when the instruction is
     cut from the left, else empty; piece 2 = the rest, starting after the removed instruction tokens and ending
-    after eff_lo response tokens (a capped response, policy "reference", SPEC §6.5).
+    after eff_lo response tokens (a capped response, policy "reference", docs/data_format.md §5).
     """
     li, lo, eff_li, eff_lo, head = (np.asarray(x, np.int64) for x in (li, lo, eff_li, eff_lo, head))
     rec_start = np.cumsum(li + lo) - (li + lo)
@@ -246,12 +248,13 @@ def gather_examples(flat: np.ndarray, li: np.ndarray, lo: np.ndarray, eff_li: np
 
 def build_rows(flat: np.ndarray, n: np.ndarray, inst_lens: np.ndarray, rows: np.ndarray, num_rows: int,
                seq_len: int, target_only: bool = True) -> dict[str, np.ndarray]:
-    """Pack full sequences s = i‖o (concatenated in `flat`, lengths `n`, instruction lengths Li) into [num_rows, seq_len] int32 fields (SPEC §4.2 layout).
+    """Pack full sequences s = i‖o (concatenated in `flat`, lengths `n`, instruction lengths Li) into [num_rows,
+    seq_len] int32 fields (docs/prefixlm_packing.md §2 layout).
 
     inputs = i‖o[:-1], targets[j] = s[j+1] where loss_mask (j ≥ Li − 1) else 0, positions restart at 0,
     prefix_mask = j < Li, segment_ids = 1..k per row, everything 0 on padding. `target_only=False` (the P(x)
-    ablation, SPEC §4.2) puts the loss on every position (instruction labels i[1:]). `rows[e]` = row of example e;
-    examples of one row appear in order. Vectorised: one pass of numpy ops over all tokens.
+    ablation, docs/prefixlm_packing.md §2) puts the loss on every position (instruction labels i[1:]). `rows[e]` = row
+    of example e; examples of one row appear in order. Vectorised: one pass of numpy ops over all tokens.
     """
     out = {k: np.zeros(num_rows * seq_len, np.int32) for k in FIELDS}
     n = np.asarray(n, np.int64)

@@ -2,7 +2,7 @@
 
     it = make_train_iterator(data_dir, seq_len=256, global_batch_rows=16, seed=0)   # data_dir may be gs://…
     batch = next(it)           # dict of int32 [rows_per_host, seq_len]: inputs, targets, loss_mask, segment_ids,
-                               # positions, prefix_mask (SPEC §4.2–4.4 contract)
+                               # positions, prefix_mask (docs/prefixlm_packing.md §2–4 contract)
     state = it.get_state(); it.set_state(state)   # JSON-able; grain.checkpoint.CheckpointSave/Restore work too
     arrays = to_global(batch, mesh, P(("data", "fsdp")))
 
@@ -13,7 +13,8 @@ the number of hosts (the global batch of a step is the same for any process_coun
 resuming inside epoch k plans only epoch k. Grain's FirstFitPackIterDataset packs each host's stream independently,
 which would make the global batch depend on the host count, hence the own packer.
 
-Epoch order (SPEC §6.5): a directory with prepared epochs (`prepare --mixture/--epochs`, `--reference`) is consumed
+Epoch order (docs/data_format.md §5): a directory with prepared epochs (`prepare --mixture/--epochs`, `--reference`) is
+consumed
 exactly: epoch e is `epochs/epoch_{e}.npy` in its stored order (`seed` plays no part). Training past the last
 prepared epoch N cycles: epoch e reuses prepared epoch e mod N, reshuffled with (seed, e), and logs a one-time
 warning. A directory without prepared epochs is one pool reshuffled per epoch with (seed, epoch). The next epoch's
@@ -58,7 +59,8 @@ class PackedBatchSource:
         self.data_dir = os.fspath(paths.as_path(data_dir))
         self.meta = records.read_metadata(self.data_dir)
         self.seq_len, self.rows, self.seed, self.overlong = seq_len, global_batch_rows, seed, overlong
-        self.target_only = target_only  # False: loss on instruction tokens too (SPEC §4.2 P(x) ablation)
+        # False: loss on instruction tokens too (docs/prefixlm_packing.md §2 P(x) ablation)
+        self.target_only = target_only
         self.rows_local = global_batch_rows // process_count
         self.row_lo = process_index * self.rows_local
         self.lookahead = lookahead or packing.DEFAULT_OPEN_ROWS
@@ -191,7 +193,7 @@ class PackedBatchSource:
 
 
 def _ensure_absl_flags_parsed() -> None:
-    """grain multiprocessing reads absl flags (STYLE §13 pitfall 9)."""
+    """grain multiprocessing reads absl flags (docs/conventions.md §13 pitfall 9)."""
     from absl import flags
 
     if not flags.FLAGS.is_parsed():
@@ -269,7 +271,7 @@ class TrainIterator(grain.DatasetIterator):
     @property
     def total_tokens(self) -> int:
         """Tokens per epoch Σ(Li + Lo) for step counts: the mean over prepared epochs (the reference's
-        total_length, SPEC §6.6), or the whole pool."""
+        total_length, docs/data_format.md §6), or the whole pool."""
         ep = self.source.meta.get("epochs")
         return int(ep["tokens_mean"]) if ep else int(self.source.meta["num_tokens"])
 
@@ -302,7 +304,8 @@ def make_train_iterator(data_dir: str | os.PathLike, *, seq_len: int, global_bat
 
 
 def to_global(batch: dict[str, np.ndarray], mesh: Any, batch_partition_spec: Any) -> dict[str, Any]:
-    """Host-local numpy batch → global jax.Arrays sharded by `batch_partition_spec` (STYLE §6 multi-host)."""
+    """Host-local numpy batch → global jax.Arrays sharded by `batch_partition_spec` (docs/conventions.md §6
+    multi-host)."""
     import jax
     from jax.sharding import NamedSharding
 

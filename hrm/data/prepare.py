@@ -1,17 +1,20 @@
-"""Offline data preparation: sources → tokenized ArrayRecord shards + metadata.json (SPEC §4.1, §6.6, §6.7).
+"""Offline data preparation: sources → tokenized ArrayRecord shards + metadata.json (docs/prefixlm_packing.md §1,
+docs/data_format.md §6, §7).
 
     python -m hrm.data.prepare --inputs 'raw/*.jsonl.gz' --out data/mine --tokenizer tok.model [--workers 4]
     python -m hrm.data.prepare --inputs raw.jsonl --out data/mine --train_tokenizer --vocab_size 4096
     python -m hrm.data.prepare --tfds my_builder --tfds_split train --field_map instruction=q,response=a --out D
     python -m hrm.data.prepare --inputs 'raw/*.jsonl' --mixture configs/mixtures/paper.yaml --epochs 4 --out D ...
-    python -m hrm.data.prepare --reference /ramdisk/sft_data --out D   # SPEC §6.6 dir: all epochs, no re-tokenising
+    python -m hrm.data.prepare --reference REF_SFT_DATA --out D   # docs/data_format.md §6 dir: all epochs, no
+    re-tokenising
 
 Parallel over input files (TFDS: over index ranges). The directory is built in `D.partial/` and published into `D`
 only when complete (hrm/data/staging.py); a failed run keeps `D.partial/` if it holds finished shards and the same
 command resumes from them (`.progress/` markers). Bad records are an error naming `file:line` unless `--skip_bad`
-(then listed in metadata). `--mixture FILE --epochs N` realises N epochs by per-file stratified sampling (SPEC §6.5,
-hrm/data/mixture.py) into `epochs/epoch_{e}.npy`; `--epochs N` alone realises N reshuffles of everything; neither
-leaves one pool that the pipeline reshuffles per epoch. `--out` may be `gs://…` (built locally, then copied up).
+(then listed in metadata). `--mixture FILE --epochs N` realises N epochs by per-file stratified sampling
+(docs/data_format.md §5, hrm/data/mixture.py) into `epochs/epoch_{e}.npy`; `--epochs N` alone realises N reshuffles of
+everything; neither leaves one pool that the pipeline reshuffles per epoch. `--out` may be `gs://…` (built locally, then
+copied up).
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def _train_texts(units: Sequence[Unit], field_map: dict | None, limit: int) -> A
                 ex = None
             if ex is None:
                 continue
-            yield ex.instruction[:10_000]  # the reference truncates training text to 10k chars (SPEC §6.4)
+            yield ex.instruction[:10_000]  # the reference truncates training text to 10k chars (docs/data_format.md §4)
             yield ex.response[:10_000]
             n += 1
             if n >= limit:
@@ -150,7 +153,7 @@ def write_metadata(out: Path, shard_stats: list[dict], tokenizer: dict, special:
 
 def write_epochs(stage: Path, meta_shards: list[dict], epoch_ids: list[np.ndarray], info: dict) -> dict:
     """Write `epochs/epoch_{e}.npy` and return the metadata `epochs` block with per-epoch examples and tokens
-    (`tokens_mean` is the reference's total_length, SPEC §6.6)."""
+    (`tokens_mean` is the reference's total_length, docs/data_format.md §6)."""
     lengths = records.load_lengths(stage, {"shards": meta_shards})
     tok = lengths[:, 0].astype(np.int64) + lengths[:, 1]
     (stage / records.EPOCHS_DIR).mkdir(exist_ok=True)
@@ -289,7 +292,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mixture", default=None, help="stratified-sampling rules (YAML, e.g. configs/mixtures/paper.yaml)")
     p.add_argument("--epochs", type=int, default=None, help="epochs to realise (required with --mixture)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-epoch sampling and shuffles")
-    p.add_argument("--reference", help="reference-format directory (SPEC §6.6); imports all its epoch_* dirs")
+    p.add_argument("--reference",
+                   help="reference-format directory (docs/data_format.md §6); imports all its epoch_* dirs")
     p.add_argument("--reference_epoch", type=int, default=None, help="import only this reference epoch")
     p.add_argument("--no_progress", action="store_true")
     return p

@@ -1,13 +1,13 @@
 """On-disk format of prepared data: ArrayRecord shards of tokenized examples (see data/README.md).
 
-One record = one example (SPEC §4.2): a 12-byte header `b"HX"`, token width (2 or 4), reserved byte, then little-endian
-uint32 instruction length Li and response length Lo, then Li + Lo token ids (instruction ids i, then response ids o)
-as little-endian uint16 (vocab ≤ 65,535) or uint32 — the same width rule as the reference's tokens.npy (SPEC §6.6).
-Each shard `X.array_record` has a sidecar `X.lengths.npy` (int32 [n, 3]: Li, Lo, head) so the training pipeline can
-plan packing without reading records; `head` = number of leading BOQ + condition tokens (kept when an overlong
-instruction is truncated from the left), and `X.lines.npy` (int64 [n]: the record's 0-based line or row index in its
-source file, the provenance `python -m hrm.data.epochs` prints). Prepared epochs (SPEC §6.5) are
-`epochs/epoch_{e}.npy`: the global record ids of epoch e in training order. `metadata.json` describes the directory.
+One record = one example (docs/prefixlm_packing.md §2): a 12-byte header `b"HX"`, token width (2 or 4), reserved byte,
+then little-endian uint32 instruction length Li and response length Lo, then Li + Lo token ids (instruction ids i, then
+response ids o) as little-endian uint16 (vocab ≤ 65,535) or uint32 — the same width rule as the reference's tokens.npy
+(docs/data_format.md §6). Each shard `X.array_record` has a sidecar `X.lengths.npy` (int32 [n, 3]: Li, Lo, head) so the
+training pipeline can plan packing without reading records; `head` = number of leading BOQ + condition tokens (kept when
+an overlong instruction is truncated from the left), and `X.lines.npy` (int64 [n]: the record's 0-based line or row
+index in its source file, the provenance `python -m hrm.data.epochs` prints). Prepared epochs (docs/data_format.md §5)
+are `epochs/epoch_{e}.npy`: the global record ids of epoch e in training order. `metadata.json` describes the directory.
 Paths may be local or remote (`gs://…`, see hrm/data/paths.py); shards and sidecars are written locally.
 """
 

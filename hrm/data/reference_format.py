@@ -1,9 +1,9 @@
-"""Import the reference's on-disk format (SPEC §6.6) into our shards without re-tokenising.
+"""Import the reference's on-disk format (docs/data_format.md §6) into our shards without re-tokenising.
 
 A reference directory holds `tokens.npy` (flat ids, memory-mapped), `epoch_{e}/{inst_start,inst_len,resp_start,
 resp_len}.npy` and `metadata.json` with `tokenizer_info` = {tokenizer_path, boq, eoq, eoa, condition_mapping,
-vocab_size}. data_io realised every epoch by stratified sampling and shuffled it (SPEC §6.5), so we import ALL
-`epoch_*` directories (or one, with `epoch=`): the distinct examples (identified by their instruction start in
+vocab_size}. data_io realised every epoch by stratified sampling and shuffled it (docs/data_format.md §5), so we import
+ALL `epoch_*` directories (or one, with `epoch=`): the distinct examples (identified by their instruction start in
 tokens.npy) become records in tokens.npy order, and each epoch becomes `epochs/epoch_{e}.npy`, its rows in the
 stored order (repeats, e.g. the 10× repeats of small sets, stay repeats). The provenance of a record is
 `<ref>/tokens.npy` and its rank among the distinct examples (the reference keeps no source file names).
@@ -71,7 +71,7 @@ def read_reference_dir(ref_dir: str, epochs: list[int] | None = None) -> dict[st
     ref = os.fspath(paths.as_path(ref_dir))
     meta_path = paths.join(ref, "metadata.json")
     if not paths.exists(meta_path):
-        raise FileNotFoundError(f"{meta_path} not found (SPEC §6.6 layout expected)")
+        raise FileNotFoundError(f"{meta_path} not found (docs/data_format.md §6 layout expected)")
     meta = json.loads(paths.read_text(meta_path))
     info = meta.get("tokenizer_info")
     if not isinstance(info, dict):

@@ -3,8 +3,8 @@
 Runs in a worker process (or in-process with `--workers 1`). Resumable at shard granularity: each finished shard gets a
 marker `.progress/<shard>.json` holding its stats and the next source line; a rerun continues after the last marker
 and skips the unit entirely once `.progress/<unit>.done.json` exists. Bad records raise `BadRecord` as
-"file:line: reason" unless `skip_bad`, in which case each one is listed in the shard marker (SPEC §6.7 drops empty
-responses; we additionally report them).
+"file:line: reason" unless `skip_bad`, in which case each one is listed in the shard marker (docs/data_format.md §7
+drops empty responses; we additionally report them).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Raw instruction/response sources for preparation (SPEC §6.7): JSONL, JSONL.gz, Parquet, TFDS ArrayRecord.
+"""Raw instruction/response sources for preparation (docs/data_format.md §7): JSONL, JSONL.gz, Parquet, TFDS
+ArrayRecord.
 
 Every source yields `(location, fields)` where `location` is a 1-based line (JSONL) or row (Parquet, TFDS index + 1)
 and `fields` is a parsed dict, or `(location, BadRecord)` when the raw record cannot even be parsed.
@@ -180,7 +181,7 @@ def iter_file(path: str | os.PathLike, start_line: int = 1) -> Iterator[tuple[in
 
 
 def _to_python(v: Any) -> Any:
-    """TFDS data sources return `Text` features as bytes (STYLE §13 pitfall 8) and numpy scalars."""
+    """TFDS data sources return `Text` features as bytes (docs/conventions.md §13 pitfall 8) and numpy scalars."""
     if isinstance(v, bytes):
         try:
             return v.decode("utf-8")
@@ -207,7 +208,8 @@ def iter_data_source(source: Any, start: int, end: int) -> Iterator[tuple[int, A
 
 
 def open_tfds_source(name: str, split: str, data_dir: str | None = None) -> Any:
-    """`tfds.data_source(name, split=...)` over the builder's ArrayRecord files (no TensorFlow, STYLE §10)."""
+    """`tfds.data_source(name, split=...)` over the builder's ArrayRecord files (no TensorFlow, docs/conventions.md
+    §10)."""
     import tensorflow_datasets as tfds
 
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)

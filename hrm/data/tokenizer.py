@@ -1,11 +1,11 @@
-"""Tokenizers with the HRM-Text structural tokens (SPEC §4.1, §6.4).
+"""Tokenizers with the HRM-Text structural tokens (docs/prefixlm_packing.md §1, docs/data_format.md §4).
 
 Two backends behind one small interface:
 
 * SentencePiece (`.model`): our default for new runs. The structural tokens are *control* pieces, so a literal
   "<|im_end|>" inside user text is encoded as ordinary pieces, never as the control id (SentencePiece
-  `user_defined_symbols` would match in text, which SPEC §4.1 forbids). `<|PAD|>` is id 0.
-* HF `tokenizers` (`tokenizer.json`): the released model's byte-level BPE (SPEC §6.4). Text is encoded with
+  `user_defined_symbols` would match in text, which docs/prefixlm_packing.md §1 forbids). `<|PAD|>` is id 0.
+* HF `tokenizers` (`tokenizer.json`): the released model's byte-level BPE (docs/data_format.md §4). Text is encoded with
   `encode_special_tokens = True` (special-token matching off, as data_io does) and the special ids are looked up by
   string in the file, never hard-coded.
 
@@ -34,8 +34,8 @@ STRUCTURAL_TOKENS: tuple[str, ...] = (BOQ, EOQ, EOA, *CONDITION_TOKENS.values())
 def split_condition(condition: str) -> list[str]:
     """Comma-separated condition names in the given order ("synth,cot" -> ["synth", "cot"]; "" -> []).
 
-    SPEC §4.1: composite conditions are emitted in the order written; an empty condition adds no token
-    (SPEC §12 item 4). Unknown names are an error.
+    docs/prefixlm_packing.md §1: composite conditions are emitted in the order written; an empty condition adds no token
+    (docs/open_points.md §1 item 4). Unknown names are an error.
     """
     names = [c.strip() for c in condition.split(",") if c.strip()]
     for name in names:
@@ -45,7 +45,7 @@ def split_condition(condition: str) -> list[str]:
 
 
 def padded_size(vocab_size: int, multiple: int = 256) -> int:
-    """Vocabulary rounded up to a multiple of 256, as the reference loader does (SPEC §6.6)."""
+    """Vocabulary rounded up to a multiple of 256, as the reference loader does (docs/data_format.md §6)."""
     return -(-vocab_size // multiple) * multiple
 
 
@@ -59,7 +59,7 @@ def file_sha256(path: str | Path) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class SpecialIds:
-    """Ids of the structural tokens (SPEC §4.1)."""
+    """Ids of the structural tokens (docs/prefixlm_packing.md §1)."""
 
     pad: int
     boq: int
@@ -72,11 +72,12 @@ class SpecialIds:
                 "conditions": dict(self.conditions)}
 
     def condition_ids(self, condition: str) -> list[int]:
-        """Ids for a comma-separated condition string, in the given order ("synth,cot", SPEC §4.1)."""
+        """Ids for a comma-separated condition string, in the given order ("synth,cot", docs/prefixlm_packing.md §1)."""
         return [self.conditions[name] for name in split_condition(condition)]
 
     def wrap_instruction(self, text_ids: Sequence[int], condition: str) -> list[int]:
-        """[BOQ] + condition ids + text ids + [EOQ]: the instruction segment (SPEC §4.1, §7.1)."""
+        """[BOQ] + condition ids + text ids + [EOQ]: the instruction segment (docs/prefixlm_packing.md §1,
+        docs/eval_protocol.md §1)."""
         return [self.boq, *self.condition_ids(condition), *text_ids, self.eoq]
 
     @property
@@ -121,11 +122,11 @@ class Tokenizer:
         return self._decode([int(i) for i in ids if int(i) not in skip])
 
     def encode_instruction(self, text: str, condition: str = "direct") -> list[int]:
-        """[BOQ] + condition ids + encode(text) + [EOQ] (SPEC §4.1)."""
+        """[BOQ] + condition ids + encode(text) + [EOQ] (docs/prefixlm_packing.md §1)."""
         return self.special.wrap_instruction(self.encode(text), condition)
 
     def encode_response(self, text: str) -> list[int]:
-        """encode(text) + [EOA] (SPEC §4.1)."""
+        """encode(text) + [EOA] (docs/prefixlm_packing.md §1)."""
         return [*self.encode(text), self.special.eoa]
 
     def describe(self) -> dict:
@@ -169,7 +170,7 @@ class SentencePieceTokenizer(Tokenizer):
 
 
 class HFTokenizer(Tokenizer):
-    """HF `tokenizers` tokenizer.json (byte-level BPE of the released model, SPEC §6.4)."""
+    """HF `tokenizers` tokenizer.json (byte-level BPE of the released model, docs/data_format.md §4)."""
 
     backend = "tokenizers"
 
@@ -180,7 +181,7 @@ class HFTokenizer(Tokenizer):
             raise ImportError("reading tokenizer.json needs the `tokenizers` package") from e
         self.path = Path(path)
         self._tok = _HFTok.from_file(str(self.path))
-        self._tok.encode_special_tokens = True  # literal "<|im_end|>" in text stays text (SPEC §4.1)
+        self._tok.encode_special_tokens = True  # literal "<|im_end|>" in text stays text (docs/prefixlm_packing.md §1)
         self._tok.no_truncation()
         self._tok.no_padding()
 
@@ -255,8 +256,9 @@ def train_sentencepiece(texts: Iterable[str], out_path: str | Path, *, vocab_siz
                         split_digits: bool = True) -> SentencePieceTokenizer:
     """Train a BPE SentencePiece model with byte fallback and our structural control pieces.
 
-    Identity normalisation and no dummy prefix so decode(encode(x)) == x; `<|PAD|>` gets id 0 (the pad id of SPEC
-    §4.3), `<unk>` id 1, no BOS/EOS (structural ids are inserted explicitly, SPEC §4.1). Takes seconds on small text.
+    Identity normalisation and no dummy prefix so decode(encode(x)) == x; `<|PAD|>` gets id 0 (the pad id of
+    docs/prefixlm_packing.md), `<unk>` id 1, no BOS/EOS (structural ids are inserted explicitly,
+    docs/prefixlm_packing.md §1). Takes seconds on small text.
     """
     import sentencepiece as spm
 

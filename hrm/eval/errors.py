@@ -2,7 +2,8 @@
 
 * `TaskError` — a task name, variant, option or data line is invalid; the message says which and why.
 * `MissingDataError` — a release file a task needs is absent; the message names the file and its purpose.
-* `DataIntegrityWarning` — a release file's checksum or item count differs from the known release (SPEC §7.12).
+* `DataIntegrityWarning` — a release file's checksum or item count differs from the known release (docs/eval_protocol.md
+§12).
 """
 
 from __future__ import annotations
@@ -17,4 +18,4 @@ class MissingDataError(FileNotFoundError):
 
 
 class DataIntegrityWarning(UserWarning):
-    """A release file's checksum or item count differs from the known value (SPEC §7.12)."""
+    """A release file's checksum or item count differs from the known value (docs/eval_protocol.md §12)."""

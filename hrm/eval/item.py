@@ -1,8 +1,8 @@
-"""The evaluation item: one question ready to run (SPEC §7.1, §7.11).
+"""The evaluation item: one question ready to run (docs/eval_protocol.md §1, §11).
 
 An `EvalItem` holds the stripped prompt text (few-shot context included, special tokens excluded), its condition,
 its gold answer in the task's scoring form, and the generation kwargs. Items with equal `gen_key` are batched
-together, as the reference groups benchmarks with identical kwargs (SPEC §7.1).
+together, as the reference groups benchmarks with identical kwargs (docs/eval_protocol.md §1).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Optional
 from hrm.eval.errors import TaskError
 from hrm.eval.prompts import wrap_prompt
 
-VARIANTS = ("faithful", "corrected")  # SPEC §7.11: the paper's protocol and the corrected one
+VARIANTS = ("faithful", "corrected")  # docs/eval_protocol.md §11: the paper's protocol and the corrected one
 
 
 def check_variant(variant: str) -> str:
@@ -24,17 +24,17 @@ def check_variant(variant: str) -> str:
 
 
 def other_variant(variant: str) -> str:
-    """The variant that is not `variant` (a run reports both, SPEC §7.11)."""
+    """The variant that is not `variant` (a run reports both, docs/eval_protocol.md §11)."""
     return VARIANTS[1 - VARIANTS.index(check_variant(variant))]
 
 
 @dataclasses.dataclass
 class EvalItem:
-    """One evaluation question (SPEC §7).
+    """One evaluation question (docs/eval_protocol.md).
 
     gold: MCQ -> letter for the item's variant; gsm8k -> int; math -> str (last boxed content of the solution);
     drop -> list of gold answers, each a list of spans (lm-eval `process_docs` form); default -> response str.
-    meta: extra facts some scorers need, e.g. ARC `gold_faithful`/`gold_corrected` (SPEC §7.3).
+    meta: extra facts some scorers need, e.g. ARC `gold_faithful`/`gold_corrected` (docs/eval_protocol.md §3).
     subject: the group the task's aggregate reports separately (MMLU subject, default sub-task), or None.
     """
 
@@ -55,12 +55,12 @@ class EvalItem:
 
     @property
     def wrapped(self) -> str:
-        """The exact text the model sees, special-token strings written out (SPEC §7.1)."""
+        """The exact text the model sees, special-token strings written out (docs/eval_protocol.md §1)."""
         return wrap_prompt(self.prompt, self.condition)
 
     @property
     def gen_key(self) -> tuple:
-        """Items with equal keys share one generation call configuration (SPEC §7.1 grouping)."""
+        """Items with equal keys share one generation call configuration (docs/eval_protocol.md §1 grouping)."""
         return (self.max_context, self.max_tokens, float(self.temperature))
 
     def gold_json(self) -> Any:

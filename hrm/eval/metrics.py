@@ -1,7 +1,7 @@
-"""Scores and metrics read from the task specs (SPEC §7.1-§7.11): per example, per majority vote, per task.
+"""Scores and metrics read from the task specs (docs/eval_protocol.md §1–11): per example, per majority vote, per task.
 
-`score_item(item, prediction, variant)` scores one generation under both variants of SPEC §7.11 with the task's
-`score[variant]` scorers and returns the run variant's fields at top level plus `variants = {"faithful": {...},
+`score_item(item, prediction, variant)` scores one generation under both variants of docs/eval_protocol.md §11 with the
+task's `score[variant]` scorers and returns the run variant's fields at top level plus `variants = {"faithful": {...},
 "corrected": {...}}`, so one run fills both result tables. When a variant's prompt or context differs from the
 run's (ARC shots, MCQ context; `hrm.eval.runner`), that variant's own generation is passed in `other_predictions`.
 `aggregate(records)` gives {task: {variant: metrics}} with the task's `aggregate`.
@@ -48,7 +48,8 @@ def pick_majority(item: EvalItem, predictions: Sequence[str]) -> tuple[int, Opti
 
 
 def skipped_for(record: dict, variant: str) -> bool:
-    """Whether `variant`'s prompt was over-long and not run (SPEC §7.1), for the run or a separate rerun."""
+    """Whether `variant`'s prompt was over-long and not run (docs/eval_protocol.md §1), for the run or a separate
+    rerun."""
     rerun = record.get("rerun")
     if rerun and rerun.get("variant") == variant:
         return bool(rerun.get("skipped"))
@@ -58,8 +59,8 @@ def skipped_for(record: dict, variant: str) -> bool:
 def aggregate(records: Iterable[dict]) -> dict[str, dict[str, Any]]:
     """{task: {"faithful": metrics, "corrected": metrics}} in first-seen task order.
 
-    Records from the runner carry `skipped` (prompt >= max_context, SPEC §7.1); their count is reported as
-    `n_skipped` because such items silently score as invalid.
+    Records from the runner carry `skipped` (prompt >= max_context, docs/eval_protocol.md §1); their count is reported
+    as `n_skipped` because such items silently score as invalid.
     """
     by_task: dict[str, list[dict]] = defaultdict(list)
     for rec in records:

@@ -1,10 +1,10 @@
-"""Prompt strings and wrapping for evaluation (SPEC §4.1, §7.1-§7.9).
+"""Prompt strings and wrapping for evaluation (docs/prefixlm_packing.md §1, docs/eval_protocol.md §1–9).
 
 Everything here is pure string manipulation so that `eval.py --dump_prompts` can show, byte for byte, what the
 model receives. The reference builds a prompt string per benchmark, strips it, and wraps it as
-`BOQ + condition token(s) + prompt + EOQ` (SPEC §7.1). Token ids are built the same way, with the structural ids
-inserted directly and only the stripped prompt text going through `tokenizer.encode` (SPEC §4.1: special-token
-strings inside text are never parsed).
+`BOQ + condition token(s) + prompt + EOQ` (docs/eval_protocol.md §1). Token ids are built the same way, with the
+structural ids inserted directly and only the stripped prompt text going through `tokenizer.encode`
+(docs/prefixlm_packing.md §1: special-token strings inside text are never parsed).
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ from hrm.data.tokenizer import BOQ, CONDITION_TOKENS, EOA, EOQ, split_condition 
 def wrap_prompt(prompt: str, condition: str) -> str:
     """The exact text the model sees: `<|im_start|>` + condition tokens + stripped prompt + `<|im_end|>`.
 
-    SPEC §7.1 (prompt wrapping) and §4.1 (condition tokens, composite order).
+    docs/eval_protocol.md §1 (prompt wrapping), docs/prefixlm_packing.md §1 (condition tokens, composite order).
     """
     tokens = "".join(CONDITION_TOKENS[c] for c in split_condition(condition))
     return f"{BOQ}{tokens}{prompt.strip()}{EOQ}"
 
 
 def prompt_ids(tokenizer: Any, prompt: str, condition: str) -> list[int]:
-    """Token ids of a wrapped prompt: [boq] + condition ids + encode(stripped prompt) + [eoq] (SPEC §4.1, §7.1).
+    """Token ids of a wrapped prompt: [boq] + condition ids + encode(stripped prompt) + [eoq] (docs/prefixlm_packing.md
+    §1, docs/eval_protocol.md §1).
 
     `tokenizer.special` must expose int `boq`, `eoq` and a dict `conditions` name -> id.
     """
@@ -35,12 +36,14 @@ def prompt_ids(tokenizer: Any, prompt: str, condition: str) -> list[int]:
 
 
 def capitalize(text: str) -> str:
-    """Python `str.capitalize` (first character upper, the rest lower), as the reference uses (SPEC §7.4, §7.6)."""
+    """Python `str.capitalize` (first character upper, the rest lower), as the reference uses (docs/eval_protocol.md
+    §4, §6)."""
     return text.capitalize()
 
 
 def letters(num_choices: int) -> list[str]:
-    """Answer letters A, B, C, ... assigned by position (SPEC §7.1 MCQ layout; dataset labels are not used)."""
+    """Answer letters A, B, C, ... assigned by position (docs/eval_protocol.md §1 MCQ layout; dataset labels are not
+    used)."""
     return [chr(ord("A") + i) for i in range(num_choices)]
 
 
@@ -48,7 +51,8 @@ def mcq_block(query: str, choices: Sequence[str], answer: str | None = None) -> 
     """One MCQ block: stripped query, one `<L>. <choice stripped>` line per choice, then `Answer:`.
 
     A shot passes its gold letter as `answer` ("Answer: B"); the target block ends with the bare "Answer:".
-    SPEC §7.1. For ARC in the faithful variant a shot's "letter" can be a digit (SPEC §7.3).
+    docs/eval_protocol.md §1. For ARC in the faithful variant a shot's "letter" can be a digit (docs/eval_protocol.md
+    §3).
     """
     lines = [query.strip()]
     lines += [f"{letter}. {str(choice).strip()}" for letter, choice in zip(letters(len(choices)), choices)]
@@ -59,7 +63,7 @@ def mcq_block(query: str, choices: Sequence[str], answer: str | None = None) -> 
 def mcq_prompt(shots: Sequence[tuple[str, Sequence[str], str]], query: str, choices: Sequence[str]) -> str:
     """Few-shot MCQ prompt: shots (query, choices, gold letter) joined by a blank line, then the target block.
 
-    SPEC §7.1: no header or instruction line; shots are separated by "\\n\\n".
+    docs/eval_protocol.md §1: no header or instruction line; shots are separated by "\\n\\n".
     """
     parts = [mcq_block(q, c, a) for q, c, a in shots]
     parts.append(mcq_block(query, choices))
@@ -67,19 +71,19 @@ def mcq_prompt(shots: Sequence[tuple[str, Sequence[str], str]], query: str, choi
 
 
 def hellaswag_query(ctx_a: str, ctx_b: str) -> str:
-    """HellaSwag query (SPEC §7.4): ctx_a + " " + capitalize(ctx_b) + "\\nQuestion: Which is the most logical
-    continuation?"."""
+    """HellaSwag query (docs/eval_protocol.md §4): ctx_a + " " + capitalize(ctx_b) + "\\nQuestion: Which is the most
+    logical continuation?"."""
     return f"{ctx_a} {capitalize(ctx_b)}\nQuestion: Which is the most logical continuation?"
 
 
 def boolq_query(passage: str, question: str) -> str:
-    """BoolQ query: passage + "\\nQuestion: " + capitalize(question) + "?" (SPEC §7.6)."""
+    """BoolQ query: passage + "\\nQuestion: " + capitalize(question) + "?" (docs/eval_protocol.md §6)."""
     return f"{passage}\nQuestion: {capitalize(question)}?"
 
 
 BOOLQ_CHOICES = ("Yes", "No")
 
-# DROP: 3 fixed shots hard-coded in ref evaluation/benchmarks.py (`DROP.EXAMPLES`), SPEC §7.7. Each is
+# DROP: 3 fixed shots hard-coded in ref evaluation/benchmarks.py (`DROP.EXAMPLES`), docs/eval_protocol.md §7. Each is
 # (passage, question, answer); a shot renders as passage + "\nQ: " + question + "\nA: " + answer. The strings,
 # including the missing final period of the first passage and the "Navarrase" misspelling, are copied exactly from
 # two independent public copies of that file (see the DROP notes in the eval report); they are not from the dataset.
@@ -134,12 +138,12 @@ DROP_SHOTS: tuple[tuple[str, str, str], ...] = (
 
 
 def drop_block(passage: str, question: str, answer: str | None = None) -> str:
-    """DROP block: passage + "\\nQ: " + question + "\\nA:" (+ " " + answer for a shot). SPEC §7.7."""
+    """DROP block: passage + "\\nQ: " + question + "\\nA:" (+ " " + answer for a shot). docs/eval_protocol.md §7."""
     block = f"{passage}\nQ: {question}\nA:"
     return block if answer is None else f"{block} {answer}"
 
 
 def drop_prompt(passage: str, question: str, num_shots: int = 3) -> str:
-    """The 3 fixed shots, each followed by a blank line, then the target block (SPEC §7.7)."""
+    """The 3 fixed shots, each followed by a blank line, then the target block (docs/eval_protocol.md §7)."""
     prefix = "".join(drop_block(*shot) + "\n\n" for shot in DROP_SHOTS[:num_shots])
     return (prefix + drop_block(passage, question)).strip()

@@ -1,7 +1,7 @@
-"""Where the published HRM-Text numbers come from, per model size (SPEC §8.1, §8.4, §8.5, §8.8).
+"""Where the published HRM-Text numbers come from, per model size (docs/eval_protocol.md §13.1, §13.3, §13.4, §13.7).
 
 The numbers themselves live in each task's spec (`Task.published`, {source id: percent}); this module names the
-sources and the size labels. Two sources per size because they disagree (SPEC §8.8): the paper tables
+sources and the size labels. Two sources per size because they disagree (docs/eval_protocol.md §13.7): the paper tables
 (2 decimals) and the reference README runs (1 decimal). XL = the released "1B"; L = "0.6B".
 """
 
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-# size -> [(source id used in Task.published, row label)]
+# size -> [(source id used in Task.published, row label)]: the rows of docs/eval_protocol.md §13.3 and §13.4 for
+# the paper, §13.1 for the reference's README.
 SOURCES: dict[str, list[tuple[str, str]]] = {
-    "XL": [("paper_xl", "paper Tab. 1/4 HRM 1B (SPEC §8.4)"), ("readme_xl", "ref README XL (SPEC §8.1)")],
-    "L": [("paper_l", "paper Tab. 2 HRM 0.6B (SPEC §8.5)"), ("readme_l", "ref README L (SPEC §8.1)")],
+    "XL": [("paper_xl", "paper Tab. 1/4 HRM 1B (eval_protocol §13.3)"),
+           ("readme_xl", "ref README XL (eval_protocol §13.1)")],
+    "L": [("paper_l", "paper Tab. 2 HRM 0.6B (eval_protocol §13.4)"),
+          ("readme_l", "ref README L (eval_protocol §13.1)")],
 }
 
 _ALIASES = {"xl": "XL", "1b": "XL", "hrm-text-1b": "XL", "hrm 1b": "XL",

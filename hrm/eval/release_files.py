@@ -1,8 +1,8 @@
-"""Release-file access with integrity checks: existence, sha256 and item counts (SPEC §7.12 item 9).
+"""Release-file access with integrity checks: existence, sha256 and item counts (docs/eval_protocol.md §12 item 9).
 
 Known checksums come from the benchmark data folder's SOURCES.md and SHA256SUMS (shared/benchdata). A mismatch
-(or a count that differs from SPEC §7.12) is a `DataIntegrityWarning` naming the file, never an error: a user may
-legitimately evaluate a re-serialised copy. A missing file is a `MissingDataError` naming the file and what it
+(or a count that differs from docs/eval_protocol.md §12) is a `DataIntegrityWarning` naming the file, never an error: a
+user may legitimately evaluate a re-serialised copy. A missing file is a `MissingDataError` naming the file and what it
 is needed for.
 
 Multi-file releases (MMLU CSVs, MATH JSONs) are checked per directory against an aggregate digest: sha256 of the
@@ -48,7 +48,7 @@ KNOWN_DIR_SHA256: dict[str, str] = {
     "math/test/precalculus": "95a1ea298f8cde4c2027ee386051fe36eec63d83f88c0e36e294448cb8348c9e",
 }
 
-# SPEC §7.12 item 9 (and SOURCES.md for the few-shot sources).
+# docs/eval_protocol.md §12 item 9 (and SOURCES.md for the few-shot sources).
 EXPECTED_COUNTS: dict[str, int] = {
     "mmlu/test": 14042, "mmlu/dev": 285,
     "arc/ARC-Challenge-Test.jsonl": 1172, "arc/ARC-Challenge-Dev.jsonl": 299,
@@ -79,7 +79,7 @@ def require(data_dir: Path, rel: str, purpose: str) -> Path:
     if not path.exists():
         raise MissingDataError(
             f"missing benchmark file {path} (needed for {purpose}). Provide the original release file at this path "
-            f"(see SPEC §7 and benchdata/SOURCES.md for where it comes from and its sha256).")
+            f"(see docs/eval_protocol.md and benchdata/SOURCES.md for where it comes from and its sha256).")
     return path
 
 
@@ -91,7 +91,8 @@ def check_file(data_dir: Path, rel: str) -> None:
     digest = sha256_file(Path(data_dir) / rel)
     if not digest.startswith(known):
         warnings.warn(f"{Path(data_dir) / rel}: sha256 {digest} differs from the known release checksum "
-                      f"{known}{'…' if len(known) < 64 else ''}; results may not be comparable (SPEC §7.12)",
+                      f"{known}{'…' if len(known) < 64 else ''}; results may not be comparable "
+                      "(docs/eval_protocol.md §12)",
                       DataIntegrityWarning, stacklevel=2)
 
 
@@ -132,10 +133,10 @@ def _read_sums(path: Path) -> Optional[dict[str, str]]:
 
 
 def check_count(data_dir: Path, rel: str, count: int) -> None:
-    """Warn (naming the file) if `count` differs from the SPEC §7.12 expected count for `rel`."""
+    """Warn (naming the file) if `count` differs from the docs/eval_protocol.md §12 expected count for `rel`."""
     expected = EXPECTED_COUNTS.get(rel)
     if expected is not None and count != expected:
-        warnings.warn(f"{Path(data_dir) / rel}: {count} items, expected {expected} (SPEC §7.12 item 9)",
+        warnings.warn(f"{Path(data_dir) / rel}: {count} items, expected {expected} (docs/eval_protocol.md §12 item 9)",
                       DataIntegrityWarning, stacklevel=2)
 
 

@@ -1,4 +1,4 @@
-"""Re-score a predictions file without a model (`eval.py --rescore`, SPEC §7).
+"""Re-score a predictions file without a model (`eval.py --rescore`, docs/eval_protocol.md).
 
 A line carries `task` and `prediction`, and either an `id` (gold looked up by (task, id) in `--data_dir`) or the
 gold inline in one of the forms the task's spec accepts (`Task.item_from_line`): the release form (GSM8K

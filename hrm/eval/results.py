@@ -1,10 +1,10 @@
-"""Results files and Markdown tables in the paper's layout (SPEC §7.11 "always report the variant, the code
-version and the evaluation counts", §8 published numbers). Tables are built from the task specs.
+"""Results files and Markdown tables in the paper's layout (docs/eval_protocol.md §11 "always report the variant, the
+code version and the evaluation counts", §13 published numbers). Tables are built from the task specs.
 
-Table 1: our numbers under the faithful protocol beside the published rows of the same size (SPEC §8). Table 2:
-the corrected protocol (SPEC §7.11: strict MCQ, ARC label-index gold, MMLU micro, MATH boxed, MCQ context 3072).
-Each row label says whose prompts produced the generations it scores. Then counts, a table per task outside the
-summary (the held-out `default` task, with its groups) and a per-task detail list.
+Table 1: our numbers under the faithful protocol beside the published rows of the same size (docs/eval_protocol.md §13).
+Table 2: the corrected protocol (docs/eval_protocol.md §11: strict MCQ, ARC label-index gold, MMLU micro, MATH boxed,
+MCQ context 3072). Each row label says whose prompts produced the generations it scores. Then counts, a table per task
+outside the summary (the held-out `default` task, with its groups) and a per-task detail list.
 """
 
 from __future__ import annotations
@@ -71,15 +71,15 @@ def render_markdown(metrics: dict[str, dict[str, Any]], variant: str = "faithful
         def label(v: str) -> str:
             return f"ours ({prompts_label(v, variant, both_protocols)} prompts)"
 
-        out.append("## Paper-faithful scoring (SPEC §7.1-§7.10; DROP = F1)")
+        out.append("## Paper-faithful scoring (docs/eval_protocol.md §1–10; DROP = F1)")
         rows = [[label("faithful"), *ours("faithful")]]
         rows += [[src, *[str(vals[t.name]) if t.name in vals else "—" for t in columns]]
                  for src, vals in published_rows(size_label, columns)]
         rows.append(["n (ours)", *[str(metrics[t.name]["faithful"]["n"]) if t.name in metrics else "—"
                                    for t in columns]])
         out += _table(["model", *[t.header for t in columns]], rows) + [""]
-        out.append("## Corrected scoring (SPEC §7.11: strict MCQ, ARC label-index, MMLU micro, MATH boxed, "
-                   "MCQ context 3072)")
+        out.append("## Corrected scoring (docs/eval_protocol.md §11: strict MCQ, ARC label-index, MMLU micro, "
+                   "MATH boxed, MCQ context 3072)")
         head = [t.header + (f" ({t.corrected_note})" if t.corrected_note else "") for t in columns]
         out += _table(["model", *head], [[label("corrected"), *ours("corrected")]]) + [""]
         if not both_protocols:

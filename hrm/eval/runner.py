@@ -1,23 +1,24 @@
-"""Run evaluation items through a generator, score them, and write per-example JSONL plus results (SPEC §7.1).
+"""Run evaluation items through a generator, score them, and write per-example JSONL plus results (docs/eval_protocol.md
+§1).
 
 Interfaces assumed (written elsewhere):
 
 * generator.generate(prompt_ids: list[list[int]], max_new_tokens: list[int], temperature: float, seed: int)
   -> list[list[int]]: generated ids per prompt, EOA already removed; stops at EOA or after max_new_tokens.
-  Greedy when temperature < 1e-5 (SPEC §7.1 decoding).
+  Greedy when temperature < 1e-5 (docs/eval_protocol.md §1 decoding).
 * tokenizer.encode(text) -> list[int] (special-token strings are not parsed), tokenizer.decode(ids) -> str, and
   tokenizer.special with int `boq`, `eoq`, `eoa`, `pad` and dict `conditions` name -> id.
 
-Protocol (SPEC §7.1): prompt ids = [boq] + condition ids + encode(stripped prompt) + [eoq]. A prompt with
+Protocol (docs/eval_protocol.md §1): prompt ids = [boq] + condition ids + encode(stripped prompt) + [eoq]. A prompt with
 >= max_context tokens is not sent and yields the empty prediction (scored invalid). Otherwise the budget is
 max_context - prompt_len, capped by max_tokens when set. Items with equal (max_context, max_tokens, temperature)
 are generated together in calls of `batch_size` prompts. With num_samples > 1 each item is sampled N times
 (seed + 1_000_003 * sample + chunk offset) and scored by majority vote (`hrm.eval.metrics.pick_majority`).
 Only process 0 writes files.
 
-Both protocols (SPEC §7.11): `twins` are the same questions built for the other variant. A twin whose prompt ids
-or token budget differ from the run item's (ARC shots with numeric labels, MCQ context 4096 vs 3072) is generated
-too and recorded under `rerun`; otherwise the run's generation is that variant's generation as well. The other
+Both protocols (docs/eval_protocol.md §11): `twins` are the same questions built for the other variant. A twin whose
+prompt ids or token budget differ from the run item's (ARC shots with numeric labels, MCQ context 4096 vs 3072) is
+generated too and recorded under `rerun`; otherwise the run's generation is that variant's generation as well. The other
 variant's metrics then come from its own prompts and context.
 """
 
@@ -44,7 +45,7 @@ class Generator(Protocol):
 
 
 def is_main_process() -> bool:
-    """True on JAX process 0 (or when JAX is not in use); only it writes files (STYLE §6)."""
+    """True on JAX process 0 (or when JAX is not in use); only it writes files (docs/conventions.md §6)."""
     if "jax" not in sys.modules:
         return True
     import jax
@@ -60,7 +61,8 @@ def _budget(item: EvalItem, n_prompt: int) -> int:
 
 
 def plan_item(tokenizer: Any, item: EvalItem) -> tuple[list[int], int]:
-    """(prompt ids, max_new_tokens); max_new_tokens = 0 marks an over-long prompt that is not run (SPEC §7.1)."""
+    """(prompt ids, max_new_tokens); max_new_tokens = 0 marks an over-long prompt that is not run
+    (docs/eval_protocol.md §1)."""
     ids = prompt_ids(tokenizer, item.prompt, item.condition)
     return ids, _budget(item, len(ids))
 

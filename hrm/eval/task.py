@@ -1,12 +1,12 @@
-"""A benchmark as one spec: `Task` (SPEC §7), and the shared pieces of the two task kinds.
+"""A benchmark as one spec: `Task` (docs/eval_protocol.md), and the shared pieces of the two task kinds.
 
 Every module in `hrm.eval.tasks` exports one `TASK = Task(...)`; the registry (`hrm.eval.tasks`) discovers them
 and everything else reads the spec: the runner and rescoring call `score[variant]`, majority voting calls
 `vote_key`, per-task metrics come from `aggregate`, the results tables use `header`, `order`, `primary_metric`,
 `corrected_note` and `published`. Nothing outside a task's module lists task names.
 
-Kinds (SPEC §7.1 default config): `mcq_task` fills in the multiple-choice protocol (condition `direct`, one greedy
-token, context 4096 / 3072 corrected, 1/k credit for invalid answers in the faithful variant, strict in the
+Kinds (docs/eval_protocol.md §1 default config): `mcq_task` fills in the multiple-choice protocol (condition `direct`,
+one greedy token, context 4096 / 3072 corrected, 1/k credit for invalid answers in the faithful variant, strict in the
 corrected one); `generation_task` the free-generation one (context 3072, no token cap, the task's own scorer).
 """
 
@@ -27,7 +27,8 @@ Reader = Callable[..., list[EvalItem]]  # read(data_dir: Path, variant: str, **o
 Scorer = Callable[[EvalItem, str], dict]  # score(item, prediction) -> {"extracted", ...score fields}
 Aggregate = Callable[[Sequence[dict], str], dict]  # aggregate(records, variant) -> metrics
 
-MCQ_CONTEXT = {"faithful": 4096, "corrected": 3072}  # SPEC §7.1 table; §7.11: corrected uses paper Tab. 8's 3072
+# docs/eval_protocol.md §1 table; §7.11: corrected uses paper Tab. 8's 3072
+MCQ_CONTEXT = {"faithful": 4096, "corrected": 3072}
 GEN_CONTEXT = 3072
 
 
@@ -37,10 +38,10 @@ class Task:
 
     name: the task's name on the command line and in records. kind: "mcq" or "generation" (documentation and
     dry-run output; behaviour comes from the fields below). header: its column header in the results tables.
-    condition: the condition tag(s) its prompts use (SPEC §4.1).
+    condition: the condition tag(s) its prompts use (docs/prefixlm_packing.md §1).
     read: `read(data_dir, variant, **options) -> [EvalItem]` over the original release files.
     prompt: the prompt builder the reader uses, `prompt(row, shots, variant) -> str` on release rows.
-    score: one scorer per variant (SPEC §7.11), `score(item, prediction) -> dict` with `extracted` plus
+    score: one scorer per variant (docs/eval_protocol.md §11), `score(item, prediction) -> dict` with `extracted` plus
       `correct`/`score`/`invalid` (accuracy tasks) or `em`/`f1`.
     vote_key: the answer a sample votes for in majority voting, None for an invalid answer.
     aggregate: `aggregate(records, variant) -> metrics` over the records' `variants[variant]` scores.
@@ -92,10 +93,12 @@ def line_item(task: str, line: dict, gold: Any, **fields: Any) -> EvalItem:
                     prompt="", gold=gold, max_context=0, max_tokens=None, meta=meta, **fields)
 
 
-# ---------------------------------------------------------------- multiple choice (SPEC §7.1 MCQ layout/scoring)
+# ---------------------------------------------------------------- multiple choice (docs/eval_protocol.md §1 MCQ
+# layout/scoring)
 def mcq_item(task: str, id_: str, prompt: str, gold: str, num_choices: int, variant: str,
              subject: Optional[str] = None, meta: Optional[dict] = None) -> EvalItem:
-    """An MCQ item with the SPEC §7.1 kwargs: condition direct, one token, greedy, context 4096 (3072 corrected)."""
+    """An MCQ item with the docs/eval_protocol.md §1 kwargs: condition direct, one token, greedy, context 4096 (3072
+    corrected)."""
     return EvalItem(task=task, id=id_, condition="direct", prompt=prompt, gold=gold,
                     max_context=MCQ_CONTEXT[variant], max_tokens=1, num_choices=num_choices,
                     subject=subject, meta=dict(meta or {}))
@@ -127,7 +130,7 @@ def mcq_item_from_line(task: str, line: dict) -> Optional[EvalItem]:
 
 def mcq_task(*, name: str, header: str, read: Reader, prompt: Callable[..., str], order: int,
              published: Mapping[str, float], **overrides: Any) -> Task:
-    """A multiple-choice benchmark (SPEC §7.1): letter scorers per variant, letter votes, accuracy."""
+    """A multiple-choice benchmark (docs/eval_protocol.md §1): letter scorers per variant, letter votes, accuracy."""
     fields: dict[str, Any] = dict(
         kind="mcq", condition="direct", score={v: _mcq_scorer(v) for v in VARIANTS}, vote_key=mcq_vote,
         aggregate=simple_accuracy, item_from_line=lambda line: mcq_item_from_line(name, line))
@@ -140,7 +143,7 @@ def jsonl_mcq_items(task: str, data_dir: Path, variant: str, *, eval_file: tuple
                     parts: Callable[[dict], tuple[str, list[str], str]],
                     item_id: Callable[[int, dict], str]) -> list[EvalItem]:
     """MCQ items from a JSONL evaluation file whose few-shot exemplars are the first `num_shots` rows of another
-    JSONL file (HellaSwag, Winogrande, BoolQ; SPEC §7.4-§7.6).
+    JSONL file (HellaSwag, Winogrande, BoolQ; docs/eval_protocol.md §4–6).
 
     `eval_file`/`shot_file` are (relative path, purpose). `prompt(row, shots, variant)` builds the text;
     `parts(row) -> (query, choices, gold letter)`; `item_id(line, row) -> id`. Both files are checked before
@@ -166,10 +169,10 @@ def mcq_shots_prompt(parts: Callable[[dict], tuple[str, list[str], str]]) -> Cal
     return prompt
 
 
-# ---------------------------------------------------------------- free generation (SPEC §7.7-§7.9)
+# ---------------------------------------------------------------- free generation (docs/eval_protocol.md §7–9)
 def gen_item(task: str, id_: str, prompt: str, gold: Any, condition: str,
              subject: Optional[str] = None) -> EvalItem:
-    """A free-generation item (DROP, GSM8K, MATH): context 3072, max_tokens unset, greedy (SPEC §7.1)."""
+    """A free-generation item (DROP, GSM8K, MATH): context 3072, max_tokens unset, greedy (docs/eval_protocol.md §1)."""
     return EvalItem(task=task, id=id_, condition=condition, prompt=prompt, gold=gold,
                     max_context=GEN_CONTEXT, max_tokens=None, subject=subject)
 

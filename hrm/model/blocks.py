@@ -1,6 +1,6 @@
 """A transformer stack: N pre-norm blocks with stacked parameters, scanned, then a final RMSNorm.
 
-The final parameter-free norm at the stack's exit is MagicNorm (SPEC §2). Block (SPEC §1.3–1.5):
+The final parameter-free norm at the stack's exit is MagicNorm (docs/model.md §3.2). Block (docs/model.md §3.1–§5):
 
     h = h + o_proj(attn(RoPE(q), RoPE(k), v) * sigmoid(gate))     # gate|q|k|v from one fused proj
     h = h + down(silu(gate) * up)                                  # gate|up from one fused proj
@@ -132,7 +132,7 @@ def block_apply(w: dict[str, jax.Array], h: jax.Array, ctx: StackContext, cfg: M
 
 
 class Stack(nnx.Module):
-    """N scanned pre-norm blocks + final parameter-free RMSNorm (MagicNorm, SPEC §2)."""
+    """N scanned pre-norm blocks + final parameter-free RMSNorm (MagicNorm, docs/model.md §3.2)."""
 
     def __init__(self, cfg: ModelConfig, n_layers: int, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -161,7 +161,7 @@ class Stack(nnx.Module):
         (cache[*where, layer] is [B, S, N, H]), new keys/values are written in place at ctx.write_index
         and (out, cache) is returned; without a cache, out only. The cache travels as a scan carry, so
         XLA updates it in place instead of copying it per layer. `weights` overrides the module's
-        parameters (callers pass stop_gradient'ed copies for truncated-backprop steps, SPEC §3.3).
+        parameters (callers pass stop_gradient'ed copies for truncated-backprop steps, docs/recurrence.md §2.3).
         """
         cfg = self.cfg
         w = self.weights() if weights is None else weights

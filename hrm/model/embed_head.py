@@ -1,4 +1,4 @@
-"""The token embedding, untied LM head and fixed buffers every architecture shares (SPEC §1.8, §1.2).
+"""The token embedding, untied LM head and fixed buffers every architecture shares (docs/model.md §8, §2).
 
 Each model holds `embed` (TokenEmbedding) and `head` (LMHead) under these attribute names: the
 optimiser's frozen-parameter rule, the converters and the trainer's chunked loss find them there.
@@ -23,7 +23,7 @@ class Buffer(nnx.Variable):
 
 
 class TokenEmbedding(nnx.Module):
-    """Embedding [V, d] with init std 1/sqrt(d); the lookup is scaled by sqrt(d) (SPEC §1.8)."""
+    """Embedding [V, d] with init std 1/sqrt(d); the lookup is scaled by sqrt(d) (docs/model.md §8)."""
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         d = cfg.hidden_size
@@ -41,7 +41,7 @@ class TokenEmbedding(nnx.Module):
 
 
 class LMHead(nnx.Module):
-    """Untied output projection, kernel [d, V], init std 1/sqrt(d), no bias (SPEC §1.8)."""
+    """Untied output projection, kernel [d, V], init std 1/sqrt(d), no bias (docs/model.md §8)."""
 
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         d = cfg.hidden_size
@@ -54,7 +54,7 @@ class LMHead(nnx.Module):
 
 
 def zl_init_buffer(cfg: ModelConfig, rngs: nnx.Rngs) -> Buffer:
-    """The fixed initial recurrent state zL_init [d]: bf16, std 1, never trained (SPEC §1.2, §1.10).
+    """The fixed initial recurrent state zL_init [d]: bf16, std 1, never trained (docs/model.md §2, §10).
 
     Checkpoint importers copy the reference's value; a fresh init draws a new one."""
     return Buffer(lecun_truncated_normal(rngs.params(), (cfg.hidden_size,), 1.0, jnp.bfloat16),

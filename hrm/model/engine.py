@@ -3,7 +3,7 @@
 An architecture (a subclass of `RecurrentLM`) declares its stacks, its recurrent states and where each
 starts (the scaled token embedding x, or the fixed buffer zL_init), the state the head reads, and its
 static schedule of `Application`s `target <- Stack(target + inject)` for a given `bp_steps`
-(`hrm.model.recurrence`). Execution follows STYLE §8 / SPEC §3.3:
+(`hrm.model.recurrence`). Execution follows docs/conventions.md §8 / docs/recurrence.md §2.3:
 
 - consecutive applications of one cycle with the same stack, states and gradient status run as one
   `lax.scan` over their indices; consecutive cycles with identical runs run as one `lax.scan` over
@@ -11,7 +11,7 @@ static schedule of `Application`s `target <- Stack(target + inject)` for a given
 - a no-grad application runs on stop_gradient'ed inputs and parameters and its output is
   stop_gradient'ed, so XLA neither keeps its activations nor runs its backward;
 - with a KV cache, application (cycle, index) reads and writes its own slot cache[cycle, index]
-  (SPEC §11): cache arrays are [cycles, slots, layers, B, S, N, hd] for K and V.
+  (docs/checkpoints.md §9): cache arrays are [cycles, slots, layers, B, S, N, hd] for K and V.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class RecurrentLM(nnx.Module):
     STACKS: attribute names of the Stack modules, in parameter-initialisation order (each has
         `cfg.layers_per_stack` layers).
     STATES: ((state, source), ...) with source "x" (the scaled token embedding) or "zL_init" (the
-        fixed bf16 buffer, SPEC §1.2), in order.
+        fixed bf16 buffer, docs/model.md §2), in order.
     OUTPUT: the state fed to the LM head.
     """
 
@@ -82,7 +82,7 @@ class RecurrentLM(nnx.Module):
 
     def _apply(self, key: tuple, z: jax.Array, inj: Optional[jax.Array], ctx: StackContext,
                cache: Optional[KV], where: tuple):
-        """One application z <- stack(z + inj), truncated (SPEC §3.3) when its gradient flag is off."""
+        """One application z <- stack(z + inj), truncated (docs/recurrence.md §2.3) when its gradient flag is off."""
         stack_name, _, _, grad = key
         stack: Stack = getattr(self, stack_name)
         w = stack.weights()
@@ -145,7 +145,8 @@ class RecurrentLM(nnx.Module):
         return tuple(dataclasses.replace(a, grad=True) for a in self.applications(self.cfg, None))
 
     def init_cache(self, batch: int, length: int, dtype=jnp.bfloat16) -> KV:
-        """Zero KV cache [cycles, slots, layers, B, S, N, hd] for K and V: one slot per application (SPEC §11)."""
+        """Zero KV cache [cycles, slots, layers, B, S, N, hd] for K and V: one slot per application
+        (docs/checkpoints.md §9)."""
         lead = cache_slots(self._inference_applications())
         k, v = empty_cache(self.cfg.layers_per_stack, batch, length, self.cfg, dtype)
         return jnp.broadcast_to(k, lead + k.shape), jnp.broadcast_to(v, lead + v.shape)
@@ -158,7 +159,7 @@ class RecurrentLM(nnx.Module):
 
         `logits_at` [B] (optional) applies the head only at that new-token index per row and returns
         logits [B, 1, V]: a prefill needs only the last prompt position, and [B, T, V] logits of a long
-        prompt with a 65k vocabulary would dominate memory (SPEC §11)."""
+        prompt with a 65k vocabulary would dominate memory (docs/checkpoints.md §9)."""
         ctx = stack_context(self.cfg, positions, mask, write_index)
         states, cache = self._recurrence(self._initial_states(inputs), ctx, self._inference_applications(), cache)
         return self.head(select_positions(states[self.OUTPUT], logits_at)), cache

@@ -1,13 +1,13 @@
-"""HRM-Text: two transformer stacks (H, L) applied in a fixed recurrence (SPEC §1.2, §3).
+"""HRM-Text: two transformer stacks (H, L) applied in a fixed recurrence (docs/model.md §2, docs/recurrence.md §2).
 
     z_H = sqrt(d) * E[tokens]; z_L = zL_init (broadcast)
     repeat H_cycles: (repeat L_cycles: z_L = L(z_L + z_H)); z_H = H(z_H + z_L)
     logits = z_H @ W_head
 
-Truncated backprop: `bp_steps` (static) picks which applications get gradient (SPEC §3.2): the last
+Truncated backprop: `bp_steps` (static) picks which applications get gradient (docs/recurrence.md §2.2): the last
 H_bp = min(H_cycles, bp-1) H-steps and the last bp - H_bp L-steps; `bp_steps=None` = full gradient.
-Over training bp_steps warms up from bp_min_steps to bp_max_steps (SPEC §3.1). KV-cache slot of L step
-l of cycle h is cache[h, l], of the H step cache[h, L_cycles] (SPEC §11).
+Over training bp_steps warms up from bp_min_steps to bp_max_steps (docs/recurrence.md §2.1). KV-cache slot of L step
+l of cycle h is cache[h, l], of the H step cache[h, L_cycles] (docs/checkpoints.md §9).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def validate(cfg: ModelConfig) -> None:
 
 
 def bp_steps_at(cfg: ModelConfig, step: int, total_steps: int) -> int:
-    """bp warmup from bp_min_steps to bp_max_steps over bp_warmup_ratio of training (SPEC §3.1)."""
+    """bp warmup from bp_min_steps to bp_max_steps over bp_warmup_ratio of training (docs/recurrence.md §2.1)."""
     from hrm.train.schedules import bp_steps_at as warmup  # host-side schedule; imported lazily (train -> model)
 
     return warmup(step, total_steps, cfg)
@@ -52,7 +52,8 @@ def bp_steps_at(cfg: ModelConfig, step: int, total_steps: int) -> int:
 
 ARCH = ArchSpec(
     name="hrm", model=HRM,
-    summary="HRM-Text: H and L stacks, H_cycles x (L_cycles L-steps + 1 H-step), bp warmup (SPEC §1.2, §3)",
+    summary="HRM-Text: H and L stacks, H_cycles x (L_cycles L-steps + 1 H-step), bp warmup "
+            "(docs/model.md §2, docs/recurrence.md §2)",
     reference_module="hrm_nocarry_bp_warmup",
     reference_stacks={"H": "model.H_level.core.layers.", "L": "model.L_level.core.layers."},
     reference_keys={"half_layers": "half_layers", "H_cycles": "H_cycles", "L_cycles": "L_cycles",

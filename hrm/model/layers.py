@@ -1,4 +1,4 @@
-"""Parameter-free building blocks: RMSNorm, RoPE, initialisers, dtype helpers (SPEC §1.6, §1.7, §1.10).
+"""Parameter-free building blocks: RMSNorm, RoPE, initialisers, dtype helpers (docs/model.md §6, §7, §10).
 
 Everything here is a pure function of arrays. Norms and rotary embeddings compute in float32 and
 cast back to the activation dtype, as the reference does (PyTorch's weightless `rms_norm` upcasts).
@@ -22,7 +22,7 @@ def dtype_of(name: str) -> jnp.dtype:
 
 def lecun_truncated_normal(key: jax.Array, shape: tuple[int, ...], std: float,
                            dtype=jnp.float32) -> jax.Array:
-    """Truncated normal on (-3, 3) rescaled to standard deviation `std` (SPEC §1.10).
+    """Truncated normal on (-3, 3) rescaled to standard deviation `std` (docs/model.md §10).
 
     The reference folds values beyond +-3 back with fmod instead of resampling; both give a
     zero-mean distribution with standard deviation ~= std, which is all that matters for training.
@@ -32,14 +32,14 @@ def lecun_truncated_normal(key: jax.Array, shape: tuple[int, ...], std: float,
 
 
 def rms_norm(x: jax.Array, eps: float = 1e-6) -> jax.Array:
-    """Parameter-free RMSNorm over the last axis, computed in fp32, cast back (SPEC §1.7)."""
+    """Parameter-free RMSNorm over the last axis, computed in fp32, cast back (docs/model.md §7)."""
     xf = x.astype(jnp.float32)
     y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
     return y.astype(x.dtype)
 
 
 def rope_inv_freq(head_dim: int, theta: float) -> jax.Array:
-    """inv_freq_j = theta^(-2j/hd), j = 0..hd/2-1, in fp32 (SPEC §1.6)."""
+    """inv_freq_j = theta^(-2j/hd), j = 0..hd/2-1, in fp32 (docs/model.md §6)."""
     exponent = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
     return 1.0 / (jnp.float32(theta) ** exponent)
 
@@ -62,7 +62,7 @@ def rotate_half(x: jax.Array) -> jax.Array:
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Rotate x [B, T, N, H] by cos/sin [B, T, H]; product in fp32, cast back (SPEC §1.6)."""
+    """Rotate x [B, T, N, H] by cos/sin [B, T, H]; product in fp32, cast back (docs/model.md §6)."""
     xf = x.astype(jnp.float32)
     c, s = cos[:, :, None, :], sin[:, :, None, :]
     return (xf * c + rotate_half(xf) * s).astype(x.dtype)

@@ -1,4 +1,5 @@
-"""Response-token cross-entropy as sums and counts, so callers can reduce exactly (SPEC §1.9, STYLE §7).
+"""Response-token cross-entropy as sums and counts, so callers can reduce exactly (docs/model.md §9, docs/conventions.md
+§7).
 
 Loss = sum of fp32 CE over `loss_mask` tokens / number of such tokens, over the *global* batch:
 the step returns the sum and the count separately; accumulation and data parallelism add both.

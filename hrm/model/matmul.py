@@ -1,4 +1,4 @@
-"""Projections with fp32 master weights, low-precision compute and fp32 weight gradients (SPEC §1.11).
+"""Projections with fp32 master weights, low-precision compute and fp32 weight gradients (docs/model.md §11).
 
 The reference runs FSDP2 with bf16 compute and `reduce_dtype=fp32`: weight gradients are summed
 across data-parallel ranks in fp32. In JAX, `einsum(x_bf16, w.astype(bf16))` makes the weight

@@ -1,10 +1,10 @@
 """Static schedules of stack applications, which of them get gradient, and how they are grouped into scans.
 
 Every architecture is a fixed sequence of `Application`s, each `target <- Stack(target + inject)`
-(SPEC §1.2, §8.3), run with or without gradient (SPEC §3.3). This module holds that vocabulary and the
-pure-Python analyses over it; `hrm.model.engine` executes it.
+(docs/model.md §2, docs/recurrence.md §3), run with or without gradient (docs/recurrence.md §2.3). This module holds
+that vocabulary and the pure-Python analyses over it; `hrm.model.engine` executes it.
 
-HRM's schedule (SPEC §3.2), execution order for H_cycles=2, L_cycles=3: L0 L1 L2 H0 L3 L4 L5 H1. With
+HRM's schedule (docs/recurrence.md §2.2), execution order for H_cycles=2, L_cycles=3: L0 L1 L2 H0 L3 L4 L5 H1. With
 `bp_steps`, H gets priority: H_bp = min(H_cycles, bp-1), L_bp = bp - H_bp; only the last H_bp H-steps
 and the last L_bp L-steps (global order) run with gradient. They need not be contiguous (bp=3: H0, L5, H1).
 """
@@ -20,7 +20,7 @@ class Application:
     """One stack application `target <- stack(target + inject)` (no injection when `inject` is None).
 
     `stack` names the model's Stack attribute, `target`/`inject` its recurrent states. (`cycle`, `index`)
-    is the application's KV-cache slot (SPEC §11): cache[cycle, index, layer]."""
+    is the application's KV-cache slot (docs/checkpoints.md §9): cache[cycle, index, layer]."""
 
     stack: str
     target: str
@@ -85,7 +85,7 @@ def gradient_reach(apps: Sequence[Application], output: str, from_embedding: Ite
     target's earlier value; a gradient application also needs its injection. The embedding gets
     gradient iff a state initialised from it (`from_embedding`) is still needed at the start. This is
     the structural rule the reference optimiser follows by skipping parameters whose `.grad` is None
-    (SPEC §3.4)."""
+    (docs/recurrence.md §2.4)."""
     needed, stacks = {output}, set()
     for a in reversed(apps):
         if a.target not in needed:
@@ -99,7 +99,7 @@ def gradient_reach(apps: Sequence[Application], output: str, from_embedding: Ite
     return frozenset(stacks), bool(needed & set(from_embedding))
 
 
-# ----------------------------------------------------------------------------- HRM's schedule (SPEC §3.2)
+# ----------------------------------------------------------------------------- HRM's schedule (docs/recurrence.md §2.2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +113,7 @@ class StepSpec:
 
 
 def bp_split(H_cycles: int, bp_steps: int) -> tuple[int, int]:
-    """(H_bp, L_bp) for a gradient horizon of `bp_steps` stack applications (SPEC §3.2)."""
+    """(H_bp, L_bp) for a gradient horizon of `bp_steps` stack applications (docs/recurrence.md §2.2)."""
     if bp_steps < 2:
         raise ValueError(f"bp_steps must be >= 2 (one H and one L step), got {bp_steps}")
     H_bp = min(H_cycles, bp_steps - 1)
@@ -142,13 +142,13 @@ def embedding_gets_grad(H_cycles: int, L_cycles: int, bp_steps: Optional[int]) -
     """The embedding reaches the loss only through first-cycle steps, whose input is z_H^0 = x.
 
     If none of them has gradient (bp=2 with the default cycles) the embedding's gradient is
-    structurally absent and the reference optimiser skips it entirely (SPEC §3.4).
+    structurally absent and the reference optimiser skips it entirely (docs/recurrence.md §2.4).
     """
     return any(s.grad for s in schedule(H_cycles, L_cycles, bp_steps) if s.cycle == 0)
 
 
 def hl_applications(steps: Iterable[StepSpec], L_stack: str, H_stack: str) -> tuple[Application, ...]:
-    """HRM-style steps as applications: z_L <- L(z_L + z_H), z_H <- H(z_H + z_L) (SPEC §1.2)."""
+    """HRM-style steps as applications: z_L <- L(z_L + z_H), z_H <- H(z_H + z_L) (docs/model.md §2)."""
     out = []
     for s in steps:
         if s.kind == "L":

@@ -1,4 +1,4 @@
-"""RINS baseline (ref models/baselines/rins_nocarry.py, SPEC §8.3).
+"""RINS baseline (ref models/baselines/rins_nocarry.py, docs/recurrence.md §3).
 
     z_L = zL_init (broadcast); x = sqrt(d) * E[tokens]
     repeat L_cycles times: z_L = L(z_L + x)          # the last `L_bp_cycles` with gradient

@@ -6,9 +6,9 @@ and converters ask the entry, never the architecture's name:
 
 - the model class and its static application schedule (what runs, with or without gradient);
 - which parameters receive gradient at a given bp_steps (derived from the schedule: the reference
-  optimiser skips parameters whose gradient is structurally absent, SPEC §3.4);
-- its bp schedule over training (HRM warms up, SPEC §3.1; the baselines have a fixed horizon);
-- its config validation, KV-cache layout, and reference / transformers checkpoint names (SPEC §10).
+  optimiser skips parameters whose gradient is structurally absent, docs/recurrence.md §2.4);
+- its bp schedule over training (HRM warms up, docs/recurrence.md §2.1; the baselines have a fixed horizon);
+- its config validation, KV-cache layout, and reference / transformers checkpoint names (docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Callable, Mapping, Optional
 from hrm.config import ConfigError, ModelConfig
 from hrm.model.recurrence import Application, cache_slots, gradient_reach
 
-# Reference config keys every architecture maps the same way (SPEC §1.1): reference key -> ModelConfig field.
+# Reference config keys every architecture maps the same way (docs/model.md §1): reference key -> ModelConfig field.
 COMMON_REFERENCE_KEYS = {
     "vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_heads": "num_heads", "expansion": "expansion",
     "n_layers": "n_layers", "rope_theta": "rope_theta", "norm_eps": "norm_eps", "max_seq_len": "max_seq_len",
@@ -85,11 +85,11 @@ class ArchSpec:
 
     # ------------------------------------------------------------------ derived from the model class
     def layers_per_stack(self, cfg: ModelConfig) -> int:
-        """Layers in each Stack: n_layers, halved when the architecture honours half_layers (SPEC §1.1)."""
+        """Layers in each Stack: n_layers, halved when the architecture honours half_layers (docs/model.md §1)."""
         return cfg.n_layers // 2 if (self.honours_half_layers and cfg.half_layers) else cfg.n_layers
 
     def applications(self, cfg: ModelConfig, bp_steps: Optional[int]) -> tuple[Application, ...]:
-        """The static schedule of stack applications at `bp_steps` (SPEC §1.2, §3.2, §8.3)."""
+        """The static schedule of stack applications at `bp_steps` (docs/model.md §2, docs/recurrence.md §2.2, §3)."""
         return self.model.applications(cfg, bp_steps)
 
     @property
@@ -107,5 +107,5 @@ class ArchSpec:
         return frozenset(stacks | {"head"} | ({"embed"} if embed else set()))
 
     def cache_layout(self, cfg: ModelConfig) -> tuple[int, int, int]:
-        """(cycles, slots per cycle, layers) of the KV cache's leading axes (SPEC §11)."""
+        """(cycles, slots per cycle, layers) of the KV cache's leading axes (docs/checkpoints.md §9)."""
         return cache_slots(self.applications(cfg, None)) + (self.layers_per_stack(cfg),)

@@ -1,4 +1,4 @@
-"""The reference's plain Transformer baseline (SPEC §8.3): one pre-norm stack with a final norm.
+"""The reference's plain Transformer baseline (docs/recurrence.md §3): one pre-norm stack with a final norm.
 
 Same embedding (sqrt(d)-scaled), blocks, MagicNorm exit and untied head as HRM, no recurrence: one
 application of an n_layers stack to x, always with gradient (`bp_steps` is accepted and ignored;
@@ -33,7 +33,7 @@ def validate(cfg: ModelConfig) -> None:
 
 ARCH = ArchSpec(
     name="transformer", model=Transformer,
-    summary="plain Transformer: one n_layers stack applied once (SPEC §8.3)",
+    summary="plain Transformer: one n_layers stack applied once (docs/recurrence.md §3)",
     reference_module="transformer_wrapper",
     reference_stacks={"stack": "model.layers."},
     reference_defaults={"half_layers": False},

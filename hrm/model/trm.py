@@ -1,4 +1,4 @@
-"""TRM baseline (ref models/baselines/trm_nocarry.py, SPEC §8.3): HRM's loop with ONE shared stack.
+"""TRM baseline (ref models/baselines/trm_nocarry.py, docs/recurrence.md §3): HRM's loop with ONE shared stack.
 
     z_H = sqrt(d) * E[tokens]; z_L = zL_init (broadcast)
     repeat H_cycles: (repeat L_cycles: z_L = S(z_L + z_H)); z_H = S(z_H + z_L)

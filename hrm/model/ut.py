@@ -1,4 +1,4 @@
-"""Looped / Universal Transformer baseline (ref models/baselines/ut_nocarry.py, SPEC §8.3).
+"""Looped / Universal Transformer baseline (ref models/baselines/ut_nocarry.py, docs/recurrence.md §3).
 
     z = zL_init (broadcast); x = sqrt(d) * E[tokens]
     repeat `cycles` times: z = Stack(z + x)          # the last `bp_cycles` with gradient

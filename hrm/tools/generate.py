@@ -1,4 +1,5 @@
-"""Generate answers from a checkpoint with the KV-cache engine (SPEC §4.1 prompt layout, §11).
+"""Generate answers from a checkpoint with the KV-cache engine (docs/prefixlm_packing.md §1 prompt layout,
+docs/checkpoints.md §9).
 
     python -m hrm.tools.generate --checkpoint runs/tiny --prompt "What is 2+3?" [--condition direct]
     python -m hrm.tools.generate --checkpoint random:configs/tiny.yaml --ids 6,8,100,7 --max_new_tokens 8

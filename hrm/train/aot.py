@@ -14,7 +14,7 @@ what a pod would run, measured:
   once). Pallas kernels are custom calls XLA cannot see: with a kernel attention backend the step is
   counted with a matmul-free stand-in for attention and the kernels' FLOPs are added from their
   computed blocks on a realistic packed batch times the kernel calls in the compiled program. The
-  ratio to the analytic model FLOPs (SPEC §9, PrefixLM-visible attention on the same batch) shows
+  ratio to the analytic model FLOPs (docs/optimizer.md §5, PrefixLM-visible attention on the same batch) shows
   recompute (remat) and waste (dense attention over masked blocks);
 - implied speed: step time and tokens/s at 40% and 50% MFU of the chips' bf16 peak.
 
@@ -46,7 +46,7 @@ from hrm.train.setup import TrainSetup, setup
 from hrm.train.step import compile_train_step, train_step
 
 GiB = 2 ** 30
-REFERENCE_TOKENS_PER_S = 60e9 / (46 * 3600)  # the reference: 60B tokens in 46 h on 16 H100 (SPEC §9)
+REFERENCE_TOKENS_PER_S = 60e9 / (46 * 3600)  # the reference: 60B tokens in 46 h on 16 H100 (docs/optimizer.md §5)
 
 
 def _flops(cost: Any) -> float:
@@ -62,7 +62,7 @@ def topology_devices(topology: str) -> list:
 
     try:
         topo = topologies.get_topology_desc(platform="tpu", topology_name=topology)
-    except Exception as e:  # noqa: BLE001 - libtpu missing or unknown name
+    except Exception as e:
         raise RuntimeError(f"cannot get TPU topology {topology!r} ({type(e).__name__}: {e}). AOT compilation "
                            f"needs libtpu: pip install \"jax[tpu]==0.10.2\"; names look like v5p:2x2x2, "
                            f"v5e:4x4, v6e:2x4, v4:2x2x2") from None

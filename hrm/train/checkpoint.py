@@ -1,4 +1,4 @@
-"""Checkpointing: the one module that imports Orbax (STYLE §11).
+"""Checkpointing: the one module that imports Orbax (docs/conventions.md §11).
 
 Layout of one step directory `<directory>/<step>/` (Orbax CheckpointManager, v0 API):
 
@@ -44,7 +44,7 @@ def _grain_args():
 
 
 class Checkpointer:
-    """Save/restore training state, data-iterator state and JSON metadata (STYLE §11).
+    """Save/restore training state, data-iterator state and JSON metadata (docs/conventions.md §11).
 
     Every process must call `save`/`restore` (Orbax coordinates multi-host writes internally).
     `latest_step()` reflects saves issued by this object, including an async save still in flight;
@@ -192,7 +192,7 @@ def resolve_step_dir(path: Any) -> epath.Path:
 def load_params(path: Any, abstract_params: Any, use_ema: bool,
                 params_key: Sequence[str] = ("params",),
                 ema_key: Sequence[str] = ("opt_state", "ema")) -> Any:
-    """Read only the parameters (or their EMA) from a checkpoint, for `train.init_from` (STYLE §11).
+    """Read only the parameters (or their EMA) from a checkpoint, for `train.init_from` (docs/conventions.md §11).
 
     Assumes the saved state holds the parameters at `params_key` and the EMA copy at `ema_key`
     (default layout {"params": ..., "opt_state": {"ema": ...}}); nothing else is read.

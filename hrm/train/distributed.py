@@ -1,6 +1,6 @@
 """Multi-process start-up: decide whether to call `jax.distributed.initialize` and call it.
 
-STYLE §6: in a multi-host run `jax.distributed.initialize()` must run before any JAX computation
+docs/conventions.md §6: in a multi-host run `jax.distributed.initialize()` must run before any JAX computation
 (before the first `jax.devices()` or array creation). `train.distributed` selects the mode:
 
 - `off`: never initialise (single process).
@@ -120,7 +120,7 @@ def maybe_initialize(train_cfg: TrainConfig, env: Optional[Mapping[str, str]] = 
     log.info("jax.distributed.initialize(%s) because %s", kwargs, reason)
     try:
         jax.distributed.initialize(**kwargs)
-    except Exception as e:  # noqa: BLE001 - re-raised with context
+    except Exception as e:
         msg = str(e)
         hint = ""
         if "DEADLINE_EXCEEDED" in msg or "timed out" in msg.lower() or "timeout" in msg.lower():

@@ -1,14 +1,14 @@
-"""Analytic training FLOPs (SPEC §9) and model FLOP utilisation.
+"""Analytic training FLOPs (docs/optimizer.md §5) and model FLOP utilisation.
 
-Accounting (paper App. A, SPEC §9): every stack application costs 2·N_stack FLOPs per token forward;
+Accounting (paper App. A, docs/optimizer.md §5): every stack application costs 2·N_stack FLOPs per token forward;
 gradient applications add 4·N_stack for the backward (6·N total); the LM head costs 6·N_head per
 token (the embedding lookup is free). Attention score FLOPs (QKᵀ and AV) are counted separately:
 per layer and query token ≈ 4·(nh·hd)·(visible keys) forward, ×3 for gradient applications, with
-visible keys from the PrefixLM rule (SPEC §4.4). The published totals exclude attention.
+visible keys from the PrefixLM rule (docs/prefixlm_packing.md §4). The published totals exclude attention.
 
 Which applications run and which have gradient is the architecture's schedule (its registry entry,
-`hrm.model.registry`): HRM per SPEC §3.2 (H_bp = min(H_cycles, bp − 1), L_bp = bp − H_bp; the last
-H_bp H-steps and the last L_bp L-steps have gradient); the baselines per SPEC §8.3 (transformer: one
+`hrm.model.registry`): HRM per docs/recurrence.md §2.2 (H_bp = min(H_cycles, bp − 1), L_bp = bp − H_bp; the last
+H_bp H-steps and the last L_bp L-steps have gradient); the baselines per docs/recurrence.md §3 (transformer: one
 n_layers stack once; UT: `cycles` applications, the last `bp_cycles` with gradient; RINS: L_cycles
 L-steps, the last L_bp_cycles with gradient, then H once; TRM: HRM's loop on one shared stack with
 fixed H_bp_steps / L_bp_steps).
@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 from hrm.config import ModelConfig
 
 # (device_kind substring, lower case; peak dense bf16 FLOP/s; HBM bytes). First match wins, so more
-# specific names come first ("tpu v5 lite" before "tpu v5"). Vendor-published figures (SPEC §9).
+# specific names come first ("tpu v5 lite" before "tpu v5"). Vendor-published figures (docs/optimizer.md §5).
 _GiB = 1024**3
 DEVICE_PEAKS: tuple[tuple[str, float, int], ...] = (
     ("tpu v5 lite", 197e12, 16 * _GiB),
@@ -58,7 +58,7 @@ def mfu(flops_per_step: float, step_time_s: float, n_devices: int, device_kind: 
 
 
 def params_per_layer(model: ModelConfig) -> int:
-    """Fused gate+q+k+v (4·d·nh·hd) + o_proj (nh·hd·d) + SwiGLU (3·d·I); = 5d² + 3dI (SPEC §1.1)."""
+    """Fused gate+q+k+v (4·d·nh·hd) + o_proj (nh·hd·d) + SwiGLU (3·d·I); = 5d² + 3dI (docs/model.md §1)."""
     d, inner = model.hidden_size, model.num_heads * model.resolved_head_dim
     return 5 * d * inner + 3 * d * model.resolved_intermediate_size
 
@@ -70,7 +70,7 @@ def stack_params(model: ModelConfig) -> int:
 
 
 def head_params(model: ModelConfig) -> int:
-    """Untied LM head [V, d] (SPEC §1.8). The embedding has as many, but its lookup is free."""
+    """Untied LM head [V, d] (docs/model.md §8). The embedding has as many, but its lookup is free."""
     return model.vocab_size * model.hidden_size
 
 
@@ -83,8 +83,8 @@ def total_params(model: ModelConfig) -> int:
 
 def stack_schedule(model: ModelConfig, bp_steps: Optional[int]) -> list[tuple[str, bool]]:
     """Stack applications in execution order as (stack, has_gradient), from the architecture's registry
-    entry (SPEC §1.2, §3.2, §8.3). HRM: per H cycle, L_cycles L-steps then one H-step; the transformer:
-    [("stack", True)]. `bp_steps` only matters for HRM (the baselines' horizon is in their config)."""
+    entry (docs/model.md §2, docs/recurrence.md §2.2, §3). HRM: per H cycle, L_cycles L-steps then one H-step; the
+    transformer: [("stack", True)]. `bp_steps` only matters for HRM (the baselines' horizon is in their config)."""
     from hrm.model.registry import get_arch
 
     return [(a.stack, a.grad) for a in get_arch(model.arch).applications(model, bp_steps)]
@@ -94,7 +94,7 @@ def stack_schedule(model: ModelConfig, bp_steps: Optional[int]) -> list[tuple[st
 
 
 def visible_keys(prefix_len: int, response_len: int, attn_type: str = "prefixlm") -> int:
-    """Σ over the example's query tokens of the keys each may attend to (SPEC §4.4).
+    """Σ over the example's query tokens of the keys each may attend to (docs/prefixlm_packing.md §4).
 
     PrefixLM: prefix queries see the whole prefix (P each); response query r (0-based) sees
     P + r + 1 keys. Causal: query q sees q + 1 keys.
@@ -131,7 +131,7 @@ def visible_keys_approx(tokens: float, mean_prefix: float, mean_response: float,
 
 def flops_per_step(model: ModelConfig, bp_steps: Optional[int], tokens: float,
                    visible_keys_sum: Optional[float] = None) -> dict[str, float]:
-    """Training FLOPs of one step over `tokens` tokens, with a breakdown (SPEC §9).
+    """Training FLOPs of one step over `tokens` tokens, with a breakdown (docs/optimizer.md §5).
 
     Args:
       model: architecture.
@@ -168,5 +168,5 @@ def flops_per_step(model: ModelConfig, bp_steps: Optional[int], tokens: float,
 
 
 def flops_per_token(model: ModelConfig, bp_steps: Optional[int]) -> float:
-    """Training FLOPs per token excluding attention (SPEC §9: XL at bp 5 ≈ 18.3 GFLOP)."""
+    """Training FLOPs per token excluding attention (docs/optimizer.md §5: XL at bp 5 ≈ 18.3 GFLOP)."""
     return flops_per_step(model, bp_steps, 1.0)["total_excl_attention"]

@@ -5,7 +5,7 @@ training set; for your own prepared data put a file with the same schema — one
 with "instruction", "response" and optionally "condition" — beside `metadata.json`). At start-up it is
 tokenized with the training data's tokenizer and packed exactly like training batches (same seq_len,
 rows and over-long policy); every `eval_every` steps (and at the last step) one pass over all of its
-batches gives `heldout_loss` / `heldout_accuracy` (token-weighted, SPEC §4.4), logged with that step's
+batches gives `heldout_loss` / `heldout_accuracy` (token-weighted, docs/prefixlm_packing.md §4), logged with that step's
 metrics. The weights are the EMA (`eval.use_ema=true`, as eval.py) or the raw parameters.
 """
 

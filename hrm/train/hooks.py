@@ -3,7 +3,7 @@
 The loop calls, for every step N (1-based):
     before_step(loop, N)          before N's batch is read and N is dispatched
     after_step(loop, N)           after N was dispatched; `loop.state` is the (not yet fetched) state
-                                  after N. Step N's metrics are not known yet (lagged metrics, STYLE §7)
+                                  after N. Step N's metrics are not known yet (lagged metrics, docs/conventions.md §7)
     on_metrics(loop, N, m)        N's metrics as host floats, called after N+1 was dispatched (or on
                                   `loop.flush()`), in hook order; a hook may add keys to `m` for later hooks
 then on_end(loop) after the last step (not after an exception) and close() always.
@@ -81,7 +81,7 @@ class NanPolicy(Hook):
 
 
 class Throughput(Hook):
-    """Step time, tokens/s, FLOPs per step and MFU (SPEC §9) from the loop's host-side batch stats."""
+    """Step time, tokens/s, FLOPs per step and MFU (docs/optimizer.md §5) from the loop's host-side batch stats."""
 
     def __init__(self):
         self._last = time.perf_counter()

@@ -33,7 +33,7 @@ from hrm.train.resume import resolved_schedule, restore_or_init
 from hrm.train.rundir import RunDir, as_path
 from hrm.train.flops import flops_per_token
 from hrm.train.schedules import bp_phase_boundaries, total_steps_from
-from hrm.train.setup import TrainSetup, check_batch_layout, global_batch_rows, setup  # noqa: F401 (re-exported)
+from hrm.train.setup import TrainSetup, check_batch_layout, global_batch_rows, setup
 from hrm.train.step import StepCache
 
 __all__ = ["train", "TrainingStopped", "Loop", "resolve_data_dir", "resolve_total_steps", "bp_for_step",
@@ -258,7 +258,7 @@ def open_data(cfg: Config) -> tuple[Any, Any]:
 
 
 def resolve_total_steps(cfg: Config, tokens_per_epoch: int) -> int:
-    """train.total_steps, or floor(epochs x tokens per epoch / global batch tokens) (SPEC §3.1)."""
+    """train.total_steps, or floor(epochs x tokens per epoch / global batch tokens) (docs/recurrence.md §2.1)."""
     if cfg.train.total_steps:
         return cfg.train.total_steps
     steps = total_steps_from(cfg.train.epochs, tokens_per_epoch, global_batch_rows(cfg) * cfg.data.seq_len)
@@ -273,7 +273,7 @@ def bp_for_step(cfg: Config, step: int, total: int) -> Optional[int]:
 
 
 def visible_keys_sum(batch: dict[str, np.ndarray], causal: bool = False) -> float:
-    """Σ over real query tokens of the keys PrefixLM lets them see (SPEC §9 attention FLOPs): an
+    """Σ over real query tokens of the keys PrefixLM lets them see (docs/optimizer.md §5 attention FLOPs): an
     instruction token sees its example's whole prefix P, a response token at position p sees p + 1
     (with `causal`, every token sees p + 1)."""
     seg, pre, pos = batch["segment_ids"], batch["prefix_mask"].astype(bool), batch["positions"]
@@ -317,5 +317,5 @@ def _git_sha() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                               cwd=Path(__file__).parent).stdout.strip()
-    except Exception:  # noqa: BLE001 - best effort
+    except Exception:
         return ""

@@ -1,6 +1,6 @@
 """Metric sinks: JSONL always, TensorBoard (tensorboardX) and W&B optional; a tqdm progress bar.
 
-STYLE §6: only process 0 writes; every other process gets a writer whose methods do nothing.
+docs/conventions.md §6: only process 0 writes; every other process gets a writer whose methods do nothing.
 `metrics.jsonl` holds one JSON object per logged step ({"step": k, ...}). Locally it is appended and
 flushed on every write, so a killed run keeps everything logged so far; on a remote run dir
 (`gs://…`, which cannot append) the whole file is rewritten at most every `REMOTE_FLUSH_S` seconds
@@ -36,7 +36,7 @@ def _to_python(v: Any) -> Any:
         return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
     try:
         arr = np.asarray(v)
-    except Exception:  # noqa: BLE001 - anything unconvertible is logged as text
+    except Exception:
         return str(v)
     if arr.size == 1 and arr.dtype.kind in "biuf":
         x = arr.reshape(()).item()

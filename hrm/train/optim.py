@@ -1,4 +1,5 @@
-"""AdamAtan2 with decoupled weight decay, per-parameter step counts and an EMA (SPEC §5.1, §5.2, §3.4).
+"""AdamAtan2 with decoupled weight decay, per-parameter step counts and an EMA (docs/optimizer.md §1, §2,
+docs/recurrence.md §2.4).
 
 Per parameter p with gradient g at its own step t (from 1), lr the scheduled rate of this step:
 
@@ -62,7 +63,7 @@ def adam_atan2(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.9
             active = jax.tree.map(lambda _: True, params)
 
         def leaf(g, p, t, m, v, e, on):
-            if not on:  # structurally absent gradient: leave everything untouched (SPEC §3.4)
+            if not on:  # structurally absent gradient: leave everything untouched (docs/recurrence.md §2.4)
                 return jnp.zeros_like(p), t, m, v, e
             g = g.astype(jnp.float32)
             pf = p.astype(jnp.float32)
@@ -90,7 +91,7 @@ def active_mask(params: Any, cfg: ModelConfig, bp_steps: Optional[int], freeze_a
 
     Which top-level modules (embed, the stacks, head) receive gradient comes from the architecture's
     registry entry (`ArchSpec.grad_params`, derived from its application schedule): e.g. the HRM token
-    embedding at bp_steps=2 (SPEC §3.4). `freeze_absent=False` makes every leaf active (zero gradients
+    embedding at bp_steps=2 (docs/recurrence.md §2.4). `freeze_absent=False` makes every leaf active (zero gradients
     then still get weight decay and moment updates).
     """
     active = get_arch(cfg.arch).grad_params(cfg, bp_steps)

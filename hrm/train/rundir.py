@@ -22,7 +22,7 @@ __all__ = ["RunDir", "as_path", "is_remote"]
 
 
 class RunDir:
-    """`<run_dir>` of one training run; only process 0 writes files (STYLE §6)."""
+    """`<run_dir>` of one training run; only process 0 writes files (docs/conventions.md §6)."""
 
     def __init__(self, path: Any, process_index: int = 0):
         self.path = as_path(path)

@@ -1,9 +1,9 @@
-"""Pure step schedules: learning rate (SPEC §5.3), bp_steps (SPEC §3.1), total step count.
+"""Pure step schedules: learning rate (docs/optimizer.md §3), bp_steps (docs/recurrence.md §2.1), total step count.
 
 All functions count steps from 1, as the reference does ("the step counter is incremented before
-use", SPEC §3.1). `lr_at` works on Python numbers and on traced jnp integers (for use inside a
+use", docs/recurrence.md §2.1). `lr_at` works on Python numbers and on traced jnp integers (for use inside a
 jitted step); `bp_steps_at` is host-side only because bp_steps is a static argument of the step
-(STYLE §7), but it also accepts numpy integers.
+(docs/conventions.md §7), but it also accepts numpy integers.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hrm.config import ModelConfig, OptimConfig
 
 
 def lr_at(step: Any, opt: OptimConfig, total_steps: int) -> Any:
-    """Learning rate at `step` (SPEC §5.3, ref pretrain.py `update_lr`).
+    """Learning rate at `step` (docs/optimizer.md §3, ref pretrain.py `update_lr`).
 
     step < W: lr·step/W; otherwise lr·(r + max(0, (1−r)·½·(1+cos(π·(step−W)/(total−W))))).
     With r = 1 this is constant after warmup; W = 0 skips the warmup. Returns a Python float for
@@ -39,12 +39,12 @@ def lr_at(step: Any, opt: OptimConfig, total_steps: int) -> Any:
 
 
 def bp_warmup_steps(total_steps: int, model: ModelConfig) -> float:
-    """warmup = bp_warmup_ratio · total_steps (SPEC §3.1); a float, not rounded (as the reference)."""
+    """warmup = bp_warmup_ratio · total_steps (docs/recurrence.md §2.1); a float, not rounded (as the reference)."""
     return model.bp_warmup_ratio * total_steps
 
 
 def bp_steps_at(step: int, total_steps: int, model: ModelConfig) -> int:
-    """Backprop horizon at `step` (SPEC §3.1): min + floor(progress·(max − min)).
+    """Backprop horizon at `step` (docs/recurrence.md §2.1): min + floor(progress·(max − min)).
 
     progress = min(1, step / warmup), or 1 if warmup = 0. For the HRM defaults this is
     2 + floor(3·progress) ∈ {2, 3, 4, 5}.
@@ -78,9 +78,9 @@ def bp_phase_boundaries(total_steps: int, model: ModelConfig) -> list[tuple[int,
 
 
 def total_steps_from(epochs: float, tokens_per_epoch: float, global_batch_tokens: int) -> int:
-    """total_steps = floor(epochs · tokens_per_epoch / global_batch_tokens) (SPEC §3.1).
+    """total_steps = floor(epochs · tokens_per_epoch / global_batch_tokens) (docs/recurrence.md §2.1).
 
-    `tokens_per_epoch` is the dataset metadata's mean unpadded tokens per epoch (SPEC §6.6); the
+    `tokens_per_epoch` is the dataset metadata's mean unpadded tokens per epoch (docs/data_format.md §6); the
     estimate ignores packing loss and the dropped last batch, like the reference.
     """
     if global_batch_tokens <= 0:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hrm.config import Config, ConfigError
-from hrm.data.packing import FIELDS as BATCH_FIELDS  # the fields of a packed batch (SPEC §4.2–4.4)
+from hrm.data.packing import FIELDS as BATCH_FIELDS  # the fields of a packed batch (docs/prefixlm_packing.md §2–4)
 from hrm.mesh import make_mesh
 from hrm.sharding import batch_sharding
 from hrm.train.state import ModelSpec, abstract_state, init_state, make_optimizer, model_spec, state_sharding

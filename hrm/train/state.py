@@ -4,7 +4,7 @@ State layout (what checkpoints hold; `hrm.train.checkpoint.load_params` and the 
 
     {"params":    pure dict of every nnx.Param        (fp32 master weights)
      "buffers":   pure dict of non-trainable state     (zL_init, bf16; saved, never optimised)
-     "opt_state": {"count", "step", "mu", "nu", "ema"} (AdamAtan2 + EMA, SPEC §5.1–5.2)
+     "opt_state": {"count", "step", "mu", "nu", "ema"} (AdamAtan2 + EMA, docs/optimizer.md §1–2)
      "step":      int32 scalar, optimiser steps taken
      "rng":       uint32[2] key data (reserved for stochastic features; saved for exact resume)}
 

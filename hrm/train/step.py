@@ -1,7 +1,7 @@
-"""The pure, jitted training step: forward, truncated backward, AdamAtan2 + EMA (STYLE §7).
+"""The pure, jitted training step: forward, truncated backward, AdamAtan2 + EMA (docs/conventions.md §7).
 
 `train_step(state, batch) -> (state, metrics)` is compiled once per distinct `bp_steps` (a static
-schedule value, SPEC §3.1), donates its state and has explicit in/out shardings.
+schedule value, docs/recurrence.md §2.1), donates its state and has explicit in/out shardings.
 
 Gradient accumulation: the global batch [B, T] is split into `microbatches` interleaved slices
 (row j goes to microbatch j % M, so every device keeps a share of every microbatch) scanned with
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from hrm.config import Config
-from hrm.data.packing import FIELDS as BATCH_FIELDS  # the fields of a packed batch (SPEC §4.2–4.4)
+from hrm.data.packing import FIELDS as BATCH_FIELDS  # the fields of a packed batch (docs/prefixlm_packing.md §2–4)
 from hrm.model.loss import SUM_KEYS, chunked_lm_loss_sums, finalize_metrics
 from hrm.sharding import tracing_context
 from hrm.train.optim import active_mask
@@ -74,7 +74,7 @@ def train_step(state: dict, batch: dict, *, cfg: Config, spec: ModelSpec, tx, to
     """One optimiser step on a global batch. Pure; `bp_steps` must be static.
 
     With `mesh`, the step is traced under it and the `mesh.rules` table: activations are batch-sharded
-    over data x fsdp (heads/MLP over tensor) by the model's logical constraints (STYLE §6)."""
+    over data x fsdp (heads/MLP over tensor) by the model's logical constraints (docs/conventions.md §6)."""
     with tracing_context(mesh, cfg.mesh.rules):
         return _train_step(state, batch, cfg=cfg, spec=spec, tx=tx, total_steps=total_steps, bp_steps=bp_steps)
 
@@ -126,7 +126,7 @@ class StepCache:
     """At most one compiled step per distinct bp_steps value (4 variants with the default schedule).
 
     Each variant is compiled ahead of its first use (`.lower(state, batch).compile()`), and its compile
-    time and per-device memory are reported through `on_compile(bp_steps, info)` (STYLE §7).
+    time and per-device memory are reported through `on_compile(bp_steps, info)` (docs/conventions.md §7).
     """
 
     def __init__(self, cfg: Config, spec: ModelSpec, tx, total_steps: int, state_shardings: dict, batch_sharding,
@@ -141,7 +141,7 @@ class StepCache:
         if bp_steps not in self._fns:
             cfg, spec, tx, total = self._args
             t0 = time.perf_counter()
-            with jax.set_mesh(self._shardings[1].mesh):  # lowered and compiled under the mesh (STYLE §6)
+            with jax.set_mesh(self._shardings[1].mesh):  # lowered and compiled under the mesh (docs/conventions.md §6)
                 step = compile_train_step(cfg, spec, tx, total, bp_steps, *self._shardings)
                 compiled = step.lower(state, batch).compile()
             mem = compiled.memory_analysis()

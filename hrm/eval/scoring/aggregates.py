@@ -1,4 +1,4 @@
-"""Task-independent building blocks of per-task metrics (SPEC §7.1-§7.11).
+"""Task-independent building blocks of per-task metrics (docs/eval_protocol.md §1–11).
 
 A task's `aggregate(records, variant)` (see `hrm.eval.task.Task`) combines these. Each takes the per-example
 score dicts of one variant (`record["variants"][variant]`); the grouped form also takes the records themselves
@@ -23,7 +23,7 @@ def accuracy(rows: Sequence[dict]) -> dict[str, Any]:
 
 
 def em_f1(rows: Sequence[dict]) -> dict[str, Any]:
-    """{'em', 'f1', 'n'}: means of the per-example DROP scores (SPEC §7.7)."""
+    """{'em', 'f1', 'n'}: means of the per-example DROP scores (docs/eval_protocol.md §7)."""
     return {"em": mean([x["em"] for x in rows]), "f1": mean([x["f1"] for x in rows]), "n": len(rows)}
 
 
@@ -32,8 +32,8 @@ def grouped_accuracy(records: Sequence[dict], rows: Sequence[dict], *, headline:
     """`accuracy` plus per-group accuracy `acc_<group>`, `n_groups` and the per-group counts `n_by_group`.
 
     headline "macro": `acc` is the unweighted mean of the group accuracies and `invalid` macro-averaged the same
-    way, the micro value kept as `acc_micro` (SPEC §7.2 MMLU). headline "micro": `acc` over examples, with the
-    macro value beside as `acc_macro` when `macro_beside` (SPEC §7.11 corrected MMLU).
+    way, the micro value kept as `acc_micro` (docs/eval_protocol.md §2 MMLU). headline "micro": `acc` over examples,
+    with the macro value beside as `acc_macro` when `macro_beside` (docs/eval_protocol.md §11 corrected MMLU).
     """
     out = accuracy(rows)
     groups: dict[str, list[dict]] = defaultdict(list)

@@ -1,4 +1,4 @@
-"""Brace-matched extraction of the last `\\boxed{...}` (SPEC §7.8, §7.9).
+"""Brace-matched extraction of the last `\\boxed{...}` (docs/eval_protocol.md §8, §9).
 
 Reproduces the reference's `last_boxed_only_string` exactly, including its precedence: the last `\\boxed` wins and
 `\\fbox` is only looked for when the text holds no `\\boxed` at all. The brace scan starts at the macro name and

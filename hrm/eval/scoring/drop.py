@@ -1,4 +1,4 @@
-"""DROP exact match and F1, following lm-eval's drop task (SPEC §7.7).
+"""DROP exact match and F1, following lm-eval's drop task (docs/eval_protocol.md §7).
 
 Golds (lm-eval `process_docs`): the release `answer` plus every `validated_answers` entry, each turned into a
 tuple of strings — a non-empty `number` -> (number,); else non-empty `spans` -> tuple(spans); else the date as

@@ -1,4 +1,5 @@
-"""GSM8K scoring (SPEC §7.8): integer gold after the last `####`, integer prediction from the last box."""
+"""GSM8K scoring (docs/eval_protocol.md §8): integer gold after the last `####`, integer prediction from the last
+box."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ from hrm.eval.scoring.boxed import last_boxed
 
 
 def gsm8k_gold(answer: str) -> int:
-    """Gold from the release `answer` text: after the last `####`, stripped, commas removed, as int (SPEC §7.8)."""
+    """Gold from the release `answer` text: after the last `####`, stripped, commas removed, as int
+    (docs/eval_protocol.md §8)."""
     return int(answer.split("####")[-1].strip().replace(",", ""))
 
 
 def gsm8k_extract(prediction: str) -> Optional[int]:
     """Last boxed content if non-empty, else the whole text; drop "," and "$"; strip; int(float(x)) or None.
 
-    SPEC §7.8: "17.5" truncates to 17; `\\boxed{\\$18}` becomes `\\18` and fails; an unboxed CoT almost always fails.
+    docs/eval_protocol.md §8: "17.5" truncates to 17; `\\boxed{\\$18}` becomes `\\18` and fails; an unboxed CoT almost
+    always fails.
     """
     text = last_boxed(prediction) or prediction
     text = text.replace(",", "").replace("$", "").strip()
@@ -26,7 +29,7 @@ def gsm8k_extract(prediction: str) -> Optional[int]:
 
 
 def score_gsm8k(prediction: str, gold: int) -> dict[str, Any]:
-    """{'extracted', 'correct', 'score', 'invalid'}; a parse failure is invalid and wrong (SPEC §7.8)."""
+    """{'extracted', 'correct', 'score', 'invalid'}; a parse failure is invalid and wrong (docs/eval_protocol.md §8)."""
     pred = gsm8k_extract(prediction)
     correct = pred is not None and pred == int(gold)
     return {"extracted": pred, "correct": correct, "score": float(correct), "invalid": pred is None}

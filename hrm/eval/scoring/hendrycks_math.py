@@ -1,9 +1,9 @@
-"""MATH scoring with math-verify (SPEC §7.9, §7.11).
+"""MATH scoring with math-verify (docs/eval_protocol.md §9, §11).
 
 Gold = last boxed content of the solution. Prediction = last boxed content of the generation, else the whole
 generation (counted invalid but still checked). Faithful: `verify(parse(gold), parse(pred))` on the bare strings,
-which reproduces the published scorer's quirks (SPEC §7.9 table: bare LaTeX often parses to nothing, and an empty
-gold never verifies; `2\\sqrt{5}` parses to 2). Corrected: both strings wrapped in `\\boxed{}` before parsing.
+which reproduces the published scorer's quirks (docs/eval_protocol.md §9 table: bare LaTeX often parses to nothing, and
+an empty gold never verifies; `2\\sqrt{5}` parses to 2). Corrected: both strings wrapped in `\\boxed{}` before parsing.
 math_verify is imported lazily so that importing the scorers stays cheap.
 """
 
@@ -15,7 +15,7 @@ from hrm.eval.scoring.boxed import last_boxed
 
 
 def math_gold(solution: str) -> str:
-    """Gold answer from a release `solution`: contents of its last `\\boxed{}`/`\\fbox{}` (SPEC §7.9)."""
+    """Gold answer from a release `solution`: contents of its last `\\boxed{}`/`\\fbox{}` (docs/eval_protocol.md §9)."""
     gold = last_boxed(solution)
     if gold is None:
         raise ValueError("MATH solution has no \\boxed{...} answer")
@@ -38,7 +38,7 @@ def math_equal(gold: str, pred: str, variant: str) -> bool:
         gold, pred = f"\\boxed{{{gold}}}", f"\\boxed{{{pred}}}"
     try:
         return bool(verify(parse(gold), parse(pred)))
-    except Exception:  # noqa: BLE001 - math_verify raises on pathological inputs; the reference counts them wrong
+    except Exception:
         return False
 
 

@@ -1,9 +1,9 @@
-"""Single-letter multiple-choice scoring (SPEC §7.1 "MCQ scoring", §7.11).
+"""Single-letter multiple-choice scoring (docs/eval_protocol.md §1 "MCQ scoring", §11).
 
 The one generated token is stripped and upper-cased. Equal to the gold letter -> 1. Not one of the question's
 valid letters (A.. by position; includes the empty string of an over-long prompt) -> invalid, credited
 1/num_choices in the faithful variant and 0 in the corrected (strict) one. Any other letter -> 0. Invalidity is
-checked before equality, so a faithful ARC gold that is a digit (SPEC §7.3) can never be matched.
+checked before equality, so a faithful ARC gold that is a digit (docs/eval_protocol.md §3) can never be matched.
 """
 
 from __future__ import annotations

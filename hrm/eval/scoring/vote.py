@@ -1,4 +1,4 @@
-"""Majority voting over N sampled generations (SPEC §7.10 describes the reference's AIME variant).
+"""Majority voting over N sampled generations (docs/eval_protocol.md §10 describes the reference's AIME variant).
 
 Each sample's answer is extracted with the task's own `vote_key`; samples whose answer is invalid (an MCQ letter
 outside the valid set, an unparsable GSM8K number, an empty DROP/default answer) do not vote. The most common

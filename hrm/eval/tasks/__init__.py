@@ -1,4 +1,4 @@
-"""Benchmark tasks, one module per benchmark, and the registry that finds them (SPEC §7.2-§7.9, §7.12).
+"""Benchmark tasks, one module per benchmark, and the registry that finds them (docs/eval_protocol.md §2–9, §12).
 
 Every module in this package exports one `TASK` (an `hrm.eval.task.Task`); `get_task(name)` finds it by name or
 alias, in the manner of big_vision's evaluator lookup, except that the modules are discovered (`pkgutil`) so that

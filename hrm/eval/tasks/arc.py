@@ -1,7 +1,7 @@
-"""ARC-Challenge (SPEC §7.3): Test split, 25 shots = the first 25 rows of Dev, letters by position.
+"""ARC-Challenge (docs/eval_protocol.md §3): Test split, 25 shots = the first 25 rows of Dev, letters by position.
 
-Gold, per SPEC §7.11: faithful = `chr(ord(answerKey))` (the pre-PR-#2 `ord(answerKey) - 65` index turned back
-into a "letter"), so the 22 test rows with numeric labels "1"-"4" get a digit gold that can never match a valid
+Gold, per docs/eval_protocol.md §11: faithful = `chr(ord(answerKey))` (the pre-PR-#2 `ord(answerKey) - 65` index turned
+back into a "letter"), so the 22 test rows with numeric labels "1"-"4" get a digit gold that can never match a valid
 letter; corrected = the letter of `answerKey`'s position within `choices.label`. Shots carry the same variant's
 gold letter. Both golds are kept in `meta` so one run reports both variants. Id = the dataset's `id`.
 """
@@ -23,7 +23,7 @@ NUM_SHOTS = 25
 
 
 def arc_golds(row: dict) -> dict[str, str]:
-    """{'faithful': ..., 'corrected': ...} gold letters of one release row (SPEC §7.3, §7.11)."""
+    """{'faithful': ..., 'corrected': ...} gold letters of one release row (docs/eval_protocol.md §3, §11)."""
     key = str(row["answerKey"])
     labels = [str(c["label"]) for c in row["question"]["choices"]]
     if key not in labels:
@@ -37,7 +37,7 @@ def _parts(row: dict) -> tuple[str, list[str]]:
 
 def prompt(row: dict, shots: Sequence[dict], variant: str) -> str:
     """The shots with the variant's gold letters (a digit in the faithful variant for numeric labels), then the
-    target question (SPEC §7.1 MCQ layout, §7.3)."""
+    target question (docs/eval_protocol.md §1 MCQ layout, §3)."""
     return mcq_prompt([(*_parts(s), arc_golds(s)[variant]) for s in shots], *_parts(row))
 
 

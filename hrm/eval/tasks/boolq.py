@@ -1,4 +1,4 @@
-"""BoolQ (SPEC §7.6): dev split, 5 shots = the first 5 rows of train.
+"""BoolQ (docs/eval_protocol.md §6): dev split, 5 shots = the first 5 rows of train.
 
 Query = passage + "\\nQuestion: " + capitalize(question) + "?"; A = "Yes", B = "No"; gold A iff `answer` is true.
 Id = "dev.jsonl:<0-based line>".

@@ -1,4 +1,5 @@
-"""DROP (SPEC §7.7): `drop_dataset_dev.json`, 9,536 questions, 3 fixed hard-coded shots; EM and F1 (F1 shown).
+"""DROP (docs/eval_protocol.md §7): `drop_dataset_dev.json`, 9,536 questions, 3 fixed hard-coded shots; EM and F1 (F1
+shown).
 
 The file maps passage ids to {passage, qa_pairs[...], wiki_url}; questions are taken in file order (passages,
 then qa_pairs), as the HF `EleutherAI/drop` builder does. Golds follow lm-eval `process_docs` (see
@@ -24,7 +25,7 @@ CONDITION = "direct"
 
 
 def prompt(row: tuple[str, dict], shots: Sequence = (), variant: str = "faithful") -> str:
-    """`row` = (passage, qa pair): the 3 fixed shots, then passage + Q + "A:" (SPEC §7.7)."""
+    """`row` = (passage, qa pair): the 3 fixed shots, then passage + Q + "A:" (docs/eval_protocol.md §7)."""
     passage, qa = row
     return drop_prompt(passage, qa["question"])
 

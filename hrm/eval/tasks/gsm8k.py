@@ -1,4 +1,5 @@
-"""GSM8K (SPEC §7.8): test split, zero-shot bare `question`, condition synth,cot, integer gold after `####`."""
+"""GSM8K (docs/eval_protocol.md §8): test split, zero-shot bare `question`, condition synth,cot, integer gold after
+`####`."""
 
 from __future__ import annotations
 

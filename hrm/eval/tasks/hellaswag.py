@@ -1,4 +1,4 @@
-"""HellaSwag (SPEC §7.4): validation split, 10 shots = the first 10 rows of train.
+"""HellaSwag (docs/eval_protocol.md §4): validation split, 10 shots = the first 10 rows of train.
 
 Query = ctx_a + " " + capitalize(ctx_b) + "\\nQuestion: Which is the most logical continuation?", the 4 endings
 verbatim (no "[title]" clean-up, no activity label), gold = int(label) (an int in the jsonl, a string in HF).

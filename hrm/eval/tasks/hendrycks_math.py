@@ -1,8 +1,10 @@
-"""MATH (Hendrycks) test, task `math` (SPEC §7.9): all 5,000 `test/<subject>/<n>.json`, zero-shot bare `problem`.
+"""MATH (Hendrycks) test, task `math` (docs/eval_protocol.md §9): all 5,000 `test/<subject>/<n>.json`, zero-shot bare
+`problem`.
 
 Order: subjects alphabetically (the HF `EleutherAI/hendrycks_math` config order), files by numeric name. Gold =
 contents of the last `\\boxed{}` of `solution`. Condition synth,cot. Id = "test/<subject>/<n>.json".
-Scoring: faithful = math_verify on the bare strings, corrected = both wrapped in `\\boxed{}` (SPEC §7.11).
+Scoring: faithful = math_verify on the bare strings, corrected = both wrapped in `\\boxed{}` (docs/eval_protocol.md
+§11).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def read(data_dir: Path, variant: str) -> list[EvalItem]:
         sub = root / subject
         if not sub.is_dir():
             raise MissingDataError(f"missing benchmark directory {sub} (MATH test subject {subject!r}; "
-                                   "expected the MATH.tar layout test/<subject>/<n>.json, SPEC §7.9)")
+                                   "expected the MATH.tar layout test/<subject>/<n>.json, docs/eval_protocol.md §9)")
         files = sorted(sub.glob("*.json"), key=_file_order)
         check_dir(data_dir, f"math/test/{subject}", files)
         for path in files:

@@ -1,10 +1,12 @@
-"""MMLU (SPEC §7.2): test CSVs of the original `data.tar`, 5 dev shots per subject (3 for European history).
+"""MMLU (docs/eval_protocol.md §2): test CSVs of the original `data.tar`, 5 dev shots per subject (3 for European
+history).
 
 CSV files have no header: question, A, B, C, D, answer letter; fields may hold quoted commas and newlines, so the
 csv module parses them. Subjects come from `test/<subject>_test.csv`, sorted (the HF `cais/mmlu` `all` order).
 Shots are the first rows of `dev/<subject>_dev.csv` in file order, formatted with their gold letter; there is no
-subject header (SPEC §7.12 item 3). Id = "<subject>/<0-based row of the subject's test CSV>".
-Metric: faithful = macro average over subjects (SPEC §7.2); corrected = micro over questions, macro beside (§7.11).
+subject header (docs/eval_protocol.md §12 item 3). Id = "<subject>/<0-based row of the subject's test CSV>".
+Metric: faithful = macro average over subjects (docs/eval_protocol.md §2); corrected = micro over questions, macro
+beside (docs/eval_protocol.md §11).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def read_csv(path: Path) -> list[Row]:
 
 
 def prompt(row: Row, shots: Sequence[Row], variant: str = "faithful") -> str:
-    """The shots with their gold letters, then the target question (SPEC §7.1 MCQ layout, no subject header)."""
+    """The shots with their gold letters, then the target question (docs/eval_protocol.md §1 MCQ layout, no subject
+    header)."""
     return mcq_prompt(shots, row[0], row[1])
 
 
@@ -47,7 +50,7 @@ def read(data_dir: Path, variant: str) -> list[EvalItem]:
     dev_dir = require(data_dir, "mmlu/dev", "MMLU few-shot exemplars (dev split)")
     test_files = sorted(test_dir.glob("*_test.csv"))
     if not test_files:
-        raise MissingDataError(f"no <subject>_test.csv files in {test_dir} (MMLU evaluation, SPEC §7.2)")
+        raise MissingDataError(f"no <subject>_test.csv files in {test_dir} (MMLU evaluation, docs/eval_protocol.md §2)")
     subjects = [p.name[: -len("_test.csv")] for p in test_files]
     dev_files = [require(data_dir, f"mmlu/dev/{s}_dev.csv", f"MMLU few-shot exemplars of {s!r}") for s in subjects]
     check_dir(data_dir, "mmlu/test", test_files)
@@ -67,7 +70,8 @@ def read(data_dir: Path, variant: str) -> list[EvalItem]:
 
 
 def aggregate(records: Sequence[dict], variant: str) -> dict[str, Any]:
-    """Faithful: macro over subjects (SPEC §7.2). Corrected: micro over questions, macro beside (SPEC §7.11)."""
+    """Faithful: macro over subjects (docs/eval_protocol.md §2). Corrected: micro over questions, macro beside
+    (docs/eval_protocol.md §11)."""
     rows = [r["variants"][variant] for r in records]
     if variant == "faithful":
         return grouped_accuracy(records, rows, headline="macro")

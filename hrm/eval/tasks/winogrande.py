@@ -1,4 +1,4 @@
-"""Winogrande (SPEC §7.5): dev split, 5 shots = the first 5 rows of train_debiased.
+"""Winogrande (docs/eval_protocol.md §5): dev split, 5 shots = the first 5 rows of train_debiased.
 
 Query = the raw sentence with its "_" blank kept; A = option1, B = option2; gold = answer - 1. Id = `qID`.
 """

@@ -1,4 +1,4 @@
-"""Attention: one entry point, backends by name (SPEC §1.4, §4.4; STYLE §9).
+"""Attention: one entry point, backends by name (docs/model.md §4, docs/prefixlm_packing.md §4; docs/conventions.md §9).
 
     mask = AttentionMask.packed(segment_ids, prefix_mask, causal=False)
     mask = prepare(mask, cfg)                     # once per forward pass, outside layer/cycle loops

@@ -1,4 +1,4 @@
-"""The structured attention mask every backend consumes (SPEC §4.4, §11).
+"""The structured attention mask every backend consumes (docs/prefixlm_packing.md §4, docs/checkpoints.md §9).
 
 A packed training row is described by two per-token fields, not by a [T, T] matrix:
 

@@ -139,7 +139,7 @@ def _forward(q, k, v, lo, hi, scale: float, bq: int, bk: int) -> tuple[jax.Array
         lo_i, hi_i = _ranges_of(lo, hi, i, bq)
 
         def k_block(j, c):
-            m, l, acc = c
+            m, lsum, acc = c
             kj, vj = (jax.lax.dynamic_slice_in_dim(x, j * bk, bk, axis=2) for x in (k, v))
             s = jnp.einsum("bnqh,bnkh->bnqk", qi, kj, preferred_element_type=f32) * scale
             s = jnp.where(_visible(lo_i, hi_i, j, bk), s, -jnp.inf)
@@ -147,16 +147,16 @@ def _forward(q, k, v, lo, hi, scale: float, bq: int, bk: int) -> tuple[jax.Array
             m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)  # nothing visible yet: keep p = alpha = 0
             p = jnp.exp(s - m_safe[..., None])
             alpha = jnp.exp(m - m_safe)
-            l = alpha * l + jnp.sum(p, axis=-1)
+            lsum = alpha * lsum + jnp.sum(p, axis=-1)
             pv = jnp.einsum("bnqk,bnkh->bnqh", p.astype(v.dtype), vj, preferred_element_type=f32)
-            return m_new, l, alpha[..., None] * acc + pv
+            return m_new, lsum, alpha[..., None] * acc + pv
 
         init = (jnp.full((b, n, bq), -jnp.inf, f32), jnp.zeros((b, n, bq), f32), jnp.zeros((b, n, bq, h), f32))
         with jax.named_scope("blocked_attention_fwd"):  # names the key-block loop (tests count these loops)
-            m, l, acc = jax.lax.fori_loop(first[i], end[i], k_block, init)
-        seen = l > 0
-        o = jnp.where(seen[..., None], acc / jnp.where(seen, l, 1.0)[..., None], 0.0)
-        ls = jnp.where(seen, m + jnp.log(jnp.where(seen, l, 1.0)), 0.0)
+            m, lsum, acc = jax.lax.fori_loop(first[i], end[i], k_block, init)
+        seen = lsum > 0
+        o = jnp.where(seen[..., None], acc / jnp.where(seen, lsum, 1.0)[..., None], 0.0)
+        ls = jnp.where(seen, m + jnp.log(jnp.where(seen, lsum, 1.0)), 0.0)
         out = jax.lax.dynamic_update_slice_in_dim(out, o.astype(out.dtype), i * bq, axis=2)
         return out, jax.lax.dynamic_update_slice_in_dim(lse, ls, i * bq, axis=2)
 
