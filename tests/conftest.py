@@ -27,6 +27,12 @@ def repo_root() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def fixture_golden_dir() -> pathlib.Path:
+    """tests/golden: the reference's small golden files of all five architectures, in every clone."""
+    return REPO / "tests" / "golden"
+
+
+@pytest.fixture(scope="session")
 def golden_dir() -> pathlib.Path:
     if not GOLDEN.is_dir():
         pytest.skip(f"golden tensors not found at {GOLDEN}")

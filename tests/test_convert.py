@@ -131,10 +131,10 @@ def test_exporter_schema_config():
     assert (m.layers_per_stack, m.head_dim, m.rope_theta, m.embedding_scale) == (4, 128, 5e5, 16.0)
 
 
-def test_from_reference_npz_with_ema(golden_dir, tmp_path):
-    z = np.load(golden_dir / "hrm_small.npz")
+def test_from_reference_npz_with_ema(fixture_golden_dir, tmp_path):
+    z = np.load(fixture_golden_dir / "hrm_mini.npz")
     out = tmp_path / "ref"
-    assert convert_main(["from-reference", str(golden_dir / "hrm_small.npz"), str(out)]) == 0
+    assert convert_main(["from-reference", str(fixture_golden_dir / "hrm_mini.npz"), str(out)]) == 0
     cfg, params, buffers, _ = read_checkpoint(out)
     model = model_from_flat(dataclasses.replace(cfg.model, compute_dtype="float32"), params, buffers)
     b = packed_batch_from_golden(z)

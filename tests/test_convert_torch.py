@@ -16,8 +16,8 @@ from hrm.tools.parity import packed_batch_from_golden
 torch = pytest.importorskip("torch")
 
 
-def _golden_state(golden_dir):
-    z = np.load(golden_dir / "hrm_small.npz")
+def _golden_state(fixture_golden_dir):
+    z = np.load(fixture_golden_dir / "hrm_mini.npz")
     sd = {k[len("param/"):]: torch.from_numpy(np.array(z[k])) for k in z.files if k.startswith("param/")}
     sd["model.zL_init"] = sd["model.zL_init"].to(torch.bfloat16)
     return z, sd
@@ -37,8 +37,8 @@ def _write_run_config(ckpt_dir, z):
     (ckpt_dir.parent / "all_config.yaml").write_text(json.dumps({"arch": arch}))
 
 
-def test_from_reference_pt_state_dict(golden_dir, tmp_path):
-    z, sd = _golden_state(golden_dir)
+def test_from_reference_pt_state_dict(fixture_golden_dir, tmp_path):
+    z, sd = _golden_state(fixture_golden_dir)
     run = tmp_path / "run"
     run.mkdir()
     torch.save({"model": sd}, run / "model.pt")
@@ -48,10 +48,10 @@ def test_from_reference_pt_state_dict(golden_dir, tmp_path):
     np.testing.assert_allclose(_logits(tmp_path / "out", z)[0, :real], z["logits"][:real], atol=1e-4)
 
 
-def test_from_reference_dcp_directory_with_ema(golden_dir, tmp_path):
+def test_from_reference_dcp_directory_with_ema(fixture_golden_dir, tmp_path):
     import torch.distributed.checkpoint as dcp
 
-    z, sd = _golden_state(golden_dir)
+    z, sd = _golden_state(fixture_golden_dir)
     ema = {k: (v.float() * 0.5).to(v.dtype) for k, v in sd.items() if k != "model.zL_init"}
     optim = {"state": {k: {"step": torch.tensor(3.0), "exp_avg": torch.zeros_like(v), "exp_avg_sq": torch.zeros_like(v),
                            "param_ema": ema[k]} for k, v in sd.items() if k != "model.zL_init"},

@@ -9,8 +9,8 @@ import pytest
 from hrm.data import packing, records
 
 
-def _golden(golden_dir):
-    z = np.load(golden_dir / "hrm_small.npz")
+def _golden(fixture_golden_dir):
+    z = np.load(fixture_golden_dir / "hrm_mini.npz")
     meta = json.loads(str(z["meta_json"]))
     return {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("batch/")}, meta
 
@@ -34,8 +34,8 @@ def _pack_one_row(examples, T):
     return packing.build_rows(flat, n, li, np.zeros(len(examples), np.int64), 1, T)
 
 
-def test_golden_batch_layout(golden_dir):
-    g, meta = _golden(golden_dir)
+def test_golden_batch_layout(fixture_golden_dir):
+    g, meta = _golden(fixture_golden_dir)
     T = meta["T"]
     b = {k: v[0] for k, v in _pack_one_row(_golden_examples(g, meta), T).items()}
     labels = g["labels"]
@@ -58,9 +58,9 @@ def test_golden_batch_layout(golden_dir):
         assert v.dtype == np.int32, k
 
 
-def test_golden_through_records(golden_dir):
+def test_golden_through_records(fixture_golden_dir):
     """Serialise → decode → gather gives the same row as packing the raw token lists."""
-    g, meta = _golden(golden_dir)
+    g, meta = _golden(fixture_golden_dir)
     exs = _golden_examples(g, meta)
     recs = [records.encode_record(i, o, records.token_dtype(512)) for i, o in exs]
     flat, li, lo = records.decode_records(recs)
@@ -88,8 +88,8 @@ def _mask_from_fields(seg, prefix):
     return same & ((prefix[None, :] == 1) | causal)
 
 
-def test_mask_fields_match_prefix_lm_rule(golden_dir):
-    g, meta = _golden(golden_dir)
+def test_mask_fields_match_prefix_lm_rule(fixture_golden_dir):
+    g, meta = _golden(fixture_golden_dir)
     T, n_ex = meta["T"], len(meta["examples"])
     b = _pack_one_row(_golden_examples(g, meta), T)
     got = _mask_from_fields(b["segment_ids"][0], b["prefix_mask"][0])
