@@ -22,11 +22,9 @@ from hrm.train.checkpoint import load_params, resolve_step_dir
 
 
 @pytest.fixture(scope="module")
-def hf_tiny(golden_dir):
-    path = golden_dir / "hf_tiny"
-    if not (path / "model.safetensors").is_file():
-        pytest.skip("golden/hf_tiny not present")
-    return path
+def hf_tiny(fixture_golden_dir):
+    """tests/golden/hf_tiny: byte copy of the golden release's transformers-format fixture (sha256 in test_parity)."""
+    return fixture_golden_dir / "hf_tiny"
 
 
 @pytest.fixture(scope="module")

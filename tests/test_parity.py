@@ -15,8 +15,14 @@ import pytest
 from hrm.tools import parity
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "golden"
-# sha256 of the published ../shared/golden/mini files: the fixtures must stay byte-identical copies.
+# sha256 of the published golden files (mini/*.npz and the transformers fixture hf_tiny/): the fixtures must stay
+# byte-identical copies.
 PUBLISHED_SHA256 = {
+    "hf_tiny/golden.npz": "573b1522ffc7bdcecc0ed17e751f608290422d0470fbf5b02d9e2f51f0a87fbc",
+    "hf_tiny/model.safetensors": "9ccf99344e6cf0f621b66d8d53ce4e1e6e64d92eaf932b942b452c463d6c4f01",
+    "hf_tiny/config.json": "3a75e9eacaf37ff74275ce5213cc8005d53613a607d8d8855ad61eeef35458c9",
+    "hf_tiny/meta.json": "ef74dcfab12d0308139c5bbdcacd110125dc2f68c6e401fa77a3190eddab52c3",
+    "hf_tiny/split/model.safetensors": "c00780930b12549527a56c37c090d1067573aeae659df86bcba8e5973c8fc94e",
     "hrm_mini.npz": "f4119142d88f8dc01f462b670f6d1c54aebf600c842a8b5a899415233b750895",
     "transformer_mini.npz": "e8ca348161b62e2f331b88e8277b1844b2c6d1aa8fa85bdcd49b5450732d05e3",
     "ut_mini.npz": "9c5b953334c269eb5476416a15821b994ff6102ade4f378fa56f423f5112ab64",

@@ -2,11 +2,11 @@
 
     python -m hrm.tools.parity tests/golden/hrm_mini.npz           # a native golden file (any architecture)
     python -m hrm.tools.parity tests/golden/ut_mini.npz model.attention_backend=splash
-    python -m hrm.tools.parity GOLDEN_DIR/hf_tiny                  # a transformers-format folder
+    python -m hrm.tools.parity tests/golden/hf_tiny                # a transformers-format folder
 
-tests/golden/ holds the reference's small fixtures of all five architectures; the larger golden files and the
-transformers fixture come with the reference's golden release (GOLDEN_DIR). For an .npz (format in
-tests/golden/README.md) the model is built from `meta_json` alone (`arch`
+tests/golden/ holds the reference's small fixtures of all five architectures and the transformers fixture; the
+larger golden files come with the reference's golden release. For an .npz (format in tests/golden/README.md) the
+model is built from `meta_json` alone (`arch`
 and the reference's config keys, mapped by the architecture's registry entry), the reference's
 parameters are imported, and we check logits (real positions), loss, accuracy, exact accuracy and every
 parameter gradient for each `bp<k>` in the file (`bp0` = the architecture's own fixed horizon), then the

@@ -1,6 +1,6 @@
 """Parity against a transformers-format HRM-Text folder with golden outputs (golden/hf_tiny, docs/checkpoints.md §7).
 
-    python -m hrm.tools.parity GOLDEN_DIR/hf_tiny
+    python -m hrm.tools.parity tests/golden/hf_tiny
 
 The folder is imported with the same code as `python -m hrm.convert from-hf` (`load_hf_dir`, config
 from config.json alone) and run in float32. For every forward case in golden.npz, HF's mask
