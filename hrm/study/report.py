@@ -78,6 +78,11 @@ def verdict(effect: Effect, s: dict[str, dict]) -> Optional[dict[str, Any]]:
             "verdict": word, "within_seed_spread": noisy}
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (the paper's row names contain "P(xa|xq)")."""
+    return text.replace("|", "\\|")
+
+
 def _pct(st: dict) -> str:
     return f"{100 * st['mean']:.1f} ({100 * st['min']:.1f}–{100 * st['max']:.1f})"
 
@@ -90,7 +95,8 @@ def _paper_cells(label: Optional[str]) -> str:
     if not label or label not in PAPER_ROWS:
         return "— | — | — | — | —"
     rec, flops, tokens, scores = PAPER_ROWS[label]
-    return (f"{label} | {rec} | {flops if flops is not None else '—'} | {tokens if tokens is not None else '—'} | "
+    flops_s, tokens_s = ("—" if x is None else x for x in (flops, tokens))
+    return (f"{_cell(label)} | {rec} | {flops_s} | {tokens_s} | "
             f"{paper_mean(label):.2f} (MMLU {scores[0]:.1f}, GSM8K {scores[BENCHMARKS.index('GSM8K')]:.1f})")
 
 
@@ -123,8 +129,9 @@ def render_markdown(results: list[dict], s: dict[str, dict], verdicts: list[dict
         for g in cells:
             c = s.get(g["cell"])
             ours = f"{_pct(c['exact_match'])} | {_loss(c['heldout_loss'])}" if c else "not run | not run"
-            lines.append(f"| `{g['cell']}`: {g['label']} | {g['train_flops']:.3g} ({g['train_flops'] / ref_flops:.2f}) "
-                         f"| {g['tokens'] / 1e3:.0f}k | {ours} | {_paper_cells(g['paper'])} |")
+            lines.append(f"| `{g['cell']}`: {_cell(g['label'])} | {g['train_flops']:.3g} "
+                         f"({g['train_flops'] / ref_flops:.2f}) | {g['tokens'] / 1e3:.0f}k | {ours} | "
+                         f"{_paper_cells(g['paper'])} |")
         lines.append("")
     lines += ["## Effects: does the paper's direction hold here?", "",
               "| table | paper's claim | paper Δ (mean of 8) | our Δ exact match (pp) | our Δ held-out loss | "
@@ -132,7 +139,7 @@ def render_markdown(results: list[dict], s: dict[str, dict], verdicts: list[dict
     for v in verdicts:
         pd = "—" if v["paper_delta_mean8"] is None else f"{v['paper_delta_mean8']:+.2f}"
         flag = " (within seed spread)" if v["within_seed_spread"] else ""
-        lines.append(f"| {v['table']} | {v['claim']} (`{v['better']}` vs `{v['worse']}`) | {pd} | "
+        lines.append(f"| {v['table']} | {_cell(v['claim'])} (`{v['better']}` vs `{v['worse']}`) | {pd} | "
                      f"{100 * v['delta_exact_match']:+.1f} | {v['delta_heldout_loss']:+.3f} | "
                      f"**{v['verdict']}**{flag} |")
     lines += ["", "Δ loss > 0 means the first cell has the lower held-out loss (the paper's direction).", ""]
