@@ -108,6 +108,7 @@ def test_sigint_saves_exits_130_and_resumes_bit_exact(tmp_path, reference_run):
     assert _losses(tmp_path) == reference_run and _steps(tmp_path) == list(range(1, 13))
 
 
+@pytest.mark.slow  # CI budget; the SIGINT test runs the same save-and-exit path (and checks the bit-exact resume)
 def test_sigterm_saves_and_exits_zero(tmp_path):
     p = _train(tmp_path, "train.debug_signal=SIGTERM@6", check=False)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -199,6 +200,7 @@ def test_two_process_multihost_matches_single_process(tmp_path, reference_run):
 
 
 @pytest.mark.tpu_backend
+@pytest.mark.slow  # CI budget; test_compiled_plan.py and test_splash.py compile steps for TPU topologies
 def test_aot_compile_for_tpu_topology():
     if importlib.util.find_spec("libtpu") is None:
         pytest.skip("libtpu not installed (pip install 'jax[tpu]==0.10.2' enables AOT TPU compilation)")

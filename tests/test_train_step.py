@@ -66,6 +66,7 @@ def _assert_params_close(a, b, grads_ref=None):
         np.testing.assert_allclose(np.asarray(x, np.float32), np.asarray(y, np.float32), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # CI budget; the bf16 sharded-vs-single test below and the 2-process test cover sharding
 def test_sharded_step_equals_single_device():
     cfg1 = _cfg("mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1")
     cfg8 = _cfg("mesh.data=1", "mesh.fsdp=4", "mesh.tensor=2")
