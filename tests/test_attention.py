@@ -12,31 +12,9 @@ import pytest
 from hrm.config import ModelConfig
 from hrm.model.attention import BACKENDS, AttentionMask, attend, key_ranges, prefix_lm_mask, prepare
 
+from attention_rows import packed_rows, random_rows
+
 CFG = ModelConfig(vocab_size=64, hidden_size=32, num_heads=2, n_layers=2, compute_dtype="float32")
-
-
-def packed_rows(layouts: list[list[tuple[int, int]]], T: int) -> tuple[np.ndarray, np.ndarray]:
-    """segment_ids, prefix_mask [B, T] for rows given as lists of (prefix_len, total_len) examples."""
-    seg = np.zeros((len(layouts), T), np.int32)
-    pre = np.zeros((len(layouts), T), np.int32)
-    for b, exs in enumerate(layouts):
-        s = 0
-        for e, (p, n) in enumerate(exs):
-            seg[b, s:s + n], pre[b, s:s + p] = e + 1, 1
-            s += n
-    return seg, pre
-
-
-def random_rows(rng: np.random.Generator, B: int, T: int) -> tuple[np.ndarray, np.ndarray]:
-    layouts = []
-    for _ in range(B):
-        exs, s = [], 0
-        while s < T - 2 and rng.random() > 0.1:
-            n = int(min(rng.integers(1, T // 2), T - s))
-            exs.append((int(rng.integers(0, n + 1)), n))  # prefix may be empty or the whole example
-            s += n
-        layouts.append(exs)
-    return packed_rows(layouts, T)
 
 
 def test_mask_rule_spelled_out():

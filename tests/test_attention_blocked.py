@@ -20,37 +20,9 @@ from hrm.model.attention import AttentionMask, attend, key_ranges, prefix_lm_mas
 from hrm.model.attention import xla
 from hrm.model.blocks import REMAT_POLICIES
 
+from attention_rows import edge_rows, random_rows
+
 CFG = ModelConfig(vocab_size=64, hidden_size=32, num_heads=2, n_layers=2, compute_dtype="float32")
-
-
-def packed_rows(layouts: list[list[tuple[int, int]]], T: int) -> tuple[np.ndarray, np.ndarray]:
-    """segment_ids, prefix_mask [B, T] for rows given as lists of (prefix_len, total_len) examples."""
-    seg = np.zeros((len(layouts), T), np.int32)
-    pre = np.zeros((len(layouts), T), np.int32)
-    for b, exs in enumerate(layouts):
-        s = 0
-        for e, (p, n) in enumerate(exs):
-            seg[b, s:s + n], pre[b, s:s + p] = e + 1, 1
-            s += n
-    return seg, pre
-
-
-def edge_rows(T: int) -> tuple[np.ndarray, np.ndarray]:
-    """Prefix-only example, response of length 1, examples across blocks, padding-only row, one example
-    filling the row, trailing padding."""
-    return packed_rows([[(4, 9), (5, 5), (6, 7), (3, 10)], [], [(T // 3, T)], [(2, 10), (8, 20), (1, 3)]], T)
-
-
-def random_rows(rng: np.random.Generator, B: int, T: int) -> tuple[np.ndarray, np.ndarray]:
-    layouts = []
-    for _ in range(B):
-        exs, s = [], 0
-        while s < T - 2 and rng.random() > 0.1:
-            n = int(min(rng.integers(1, T // 3), T - s))
-            exs.append((int(rng.integers(0, n + 1)), n))
-            s += n
-        layouts.append(exs)
-    return packed_rows(layouts, T)
 
 
 def _both(seg, pre, causal, bq, bk, dtype=jnp.float32, N=3, H=8):
@@ -75,7 +47,7 @@ def _both(seg, pre, causal, bq, bk, dtype=jnp.float32, N=3, H=8):
                                      pytest.param(24, 64, 64, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("causal", [False, True])
 def test_blocked_equals_dense_forward_and_gradients(T, bq, bk, causal):
-    seg, pre = random_rows(np.random.default_rng(T + bq), 6, T)
+    seg, pre = random_rows(np.random.default_rng(T + bq), 6, T, max_len_div=3)
     got, ref = _both(seg, pre, causal, bq, bk)
     for name, a, b in zip(("out", "dq", "dk", "dv"), got, ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=3e-6, rtol=1e-5, err_msg=name)

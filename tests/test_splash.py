@@ -26,32 +26,10 @@ from hrm.model.attention import splash
 from hrm.model.blocks import REMAT_POLICIES
 from hrm.sharding import activation_rules
 
+from attention_rows import edge_rows, packed_rows
+
 CFG = ModelConfig(vocab_size=64, hidden_size=32, num_heads=2, n_layers=2, compute_dtype="float32",
                   max_seq_len=64, attention_block_q=16, attention_block_kv=16)
-
-
-def packed_rows(layouts: list[list[tuple[int, int]]], T: int) -> tuple[np.ndarray, np.ndarray]:
-    """segment_ids, prefix_mask [B, T] for rows given as lists of (prefix_len, total_len) examples."""
-    seg = np.zeros((len(layouts), T), np.int32)
-    pre = np.zeros((len(layouts), T), np.int32)
-    for b, exs in enumerate(layouts):
-        s = 0
-        for e, (p, n) in enumerate(exs):
-            seg[b, s:s + n], pre[b, s:s + p] = e + 1, 1
-            s += n
-    return seg, pre
-
-
-def edge_rows(T: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row 0: a prefix-only example (5, 5), a response of length 1 (6, 7), examples crossing block
-    boundaries, trailing padding; row 1: padding only; row 2: one example filling the row; row 3: a long
-    prefix crossing blocks, then a 1-token-prefix example, trailing padding."""
-    return packed_rows([
-        [(4, 9), (5, 5), (6, 7), (3, 10)],
-        [],
-        [(T // 3, T)],
-        [(2, 10), (8, 20), (1, 3)],
-    ], T)
 
 
 def _cfg(backend: str, **kw) -> ModelConfig:
